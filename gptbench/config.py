@@ -1,0 +1,217 @@
+"""Experiment configuration: omegaconf YAML + ``key=value`` overrides -> typed dataclasses.
+
+Everything is validated before any work starts; every error names the offending key.
+Paths default to environment variables (GPTBENCH_DATA, GPTBENCH_CORPUS, GPTBENCH_GPT1,
+GPTBENCH_CACHE) so the same YAML runs on any machine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from gptbench.model import GPTConfig
+
+EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
+PRECISIONS = ("32-true", "32", "bf16-mixed", "bf16-true", "16-mixed")
+
+
+class ConfigError(ValueError):
+    """An invalid configuration; the message names the key."""
+
+
+@dataclass
+class TokenizerConfig:
+    kind: str = "gpt1"  # gpt1: OpenAI's released 40k BPE | trained: learn a BPE on the corpus
+    gpt1_dir: Optional[str] = "${oc.env:GPTBENCH_GPT1,null}"  # encoder_bpe_40000.json, vocab_40000.bpe
+    vocab_size: int = 8000  # trained only: BPE vocabulary size
+    train_bytes: int = 4_000_000  # trained only: bytes of training books used to learn merges
+
+
+@dataclass
+class CorpusConfig:
+    path: Optional[str] = "${oc.env:GPTBENCH_CORPUS,null}"  # folder of .txt books (searched recursively)
+    max_bytes: Optional[int] = None  # use training books (whole) until this many bytes; null = all
+    val_books: int = 4  # whole books held out for validation
+
+
+@dataclass
+class PretrainConfig:
+    max_steps: int = 100_000
+    batch_size: int = 64  # sequences of n_ctx tokens per optimizer step (before accumulation)
+    accumulate_grad_batches: int = 1
+    lr: float = 2.5e-4
+    warmup_steps: int = 2000  # linear warm-up from 0, then cosine to 0 at max_steps
+    weight_decay: float = 0.01  # decoupled, on tensors of rank >= 2 only
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    grad_clip: float = 1.0
+    val_every_n_steps: int = 1000
+    val_windows: int = 256  # validation windows of n_ctx tokens from the held-out books
+    checkpoint_every_n_steps: int = 1000
+    log_every_n_steps: int = 50
+
+
+@dataclass
+class FinetuneConfig:
+    task: str = "sst2"
+    init: str = "pretrained"  # pretrained: this experiment's pre-training | none: random | a path
+    n_transfer: int = -1  # pre-trained blocks to keep (-1 = all); the others are re-initialised
+    lm_coef: float = 0.5  # lambda in L3 = L2 + lambda * L1
+    lr: float = 6.25e-5
+    batch_size: int = 32
+    epochs: int = 3
+    warmup_fraction: float = 0.002  # linear warm-up over this fraction of updates, then linear decay
+    clf_pdrop: float = 0.1
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    grad_clip: float = 1.0
+    max_train_examples: Optional[int] = None  # subsample the training split (smoke runs)
+    max_eval_examples: Optional[int] = None
+    length_grouped: bool = False  # batch training examples of similar length together
+    data_dir: Optional[str] = "${oc.env:GPTBENCH_DATA,null}"  # root of the benchmark data
+    num_workers: int = 0
+    val_checks_per_epoch: int = 1
+    checkpoint_every_n_steps: Optional[int] = None  # besides every epoch end (long epochs: MNLI, QQP)
+
+
+@dataclass
+class TrainerConfig:
+    accelerator: str = "auto"
+    precision: str = "32-true"
+    deterministic: bool = True
+
+
+@dataclass
+class ExperimentConfig:
+    name: str = "default"
+    seed: int = 1234
+    runs_dir: str = "runs"
+    cache_dir: str = "${oc.env:GPTBENCH_CACHE,${oc.env:HOME,.}/.cache/gptbench}"
+    resume: bool = False  # continue from the run directory's last checkpoint
+    tasks: list[str] = field(default_factory=lambda: ["sst2"])  # fine-tuned by `reproduce`
+    model: GPTConfig = field(default_factory=GPTConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.runs_dir) / self.name
+
+
+# Keys derived from other parts of the experiment, never set by hand.
+_DERIVED = {"model.vocab_size": "it is taken from the tokenizer",
+            "model.n_special": "GPT-1 always adds 3 special tokens"}  # fmt: skip
+
+
+def resolve_config_path(config: str | Path) -> Path:
+    """A YAML path, or the name of a preset in experiments/ (``smoke`` -> experiments/smoke.yaml)."""
+    path = Path(config)
+    if path.is_file():
+        return path
+    preset = EXPERIMENTS_DIR / f"{config}.yaml"
+    if preset.is_file():
+        return preset
+    known = sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml"))
+    raise ConfigError(f"config {str(config)!r}: no such file and no preset of that name (presets: {known})")
+
+
+def load_config(config: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
+    """Merge YAML (following its ``base:`` chain) and ``key=value`` overrides onto the schema."""
+    try:
+        layers = _yaml_layers(resolve_config_path(config))
+        bad = [o for o in overrides if "=" not in o]
+        if bad:
+            raise ConfigError(f"override {bad[0]!r} is not of the form key=value")
+        layers.append(OmegaConf.from_dotlist(list(overrides)))
+        for layer in layers:
+            for key, why in _DERIVED.items():
+                if OmegaConf.select(layer, key) is not None:
+                    raise ConfigError(f"{key} cannot be set: {why}")
+        merged = OmegaConf.merge(OmegaConf.structured(ExperimentConfig), *layers)
+        cfg: ExperimentConfig = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", None)
+        msg = str(e).split("\n")[0]
+        raise ConfigError(f"config key {key!r}: {msg}" if key else msg) from None
+    except ValueError as e:  # GPTConfig.validate and friends
+        if isinstance(e, ConfigError):
+            raise
+        raise ConfigError(str(e)) from None
+    validate(cfg)
+    return cfg
+
+
+def _yaml_layers(path: Path) -> list:
+    """The YAML file and, first, the files named by its ``base:`` key (relative to it)."""
+    node = OmegaConf.load(path)
+    base = node.pop("base", None)
+    return (_yaml_layers((path.parent / base).resolve()) if base else []) + [node]
+
+
+def validate(cfg: ExperimentConfig) -> None:
+    """Checks that need no filesystem access; stage-specific checks are in ``require_*``."""
+
+    def check(ok: bool, key: str, expected: str, value) -> None:
+        if not ok:
+            raise ConfigError(f"{key}={value!r}: expected {expected}")
+
+    check(cfg.tokenizer.kind in ("gpt1", "trained"), "tokenizer.kind", "'gpt1' or 'trained'", cfg.tokenizer.kind)
+    check(cfg.tokenizer.vocab_size >= 256, "tokenizer.vocab_size", ">= 256", cfg.tokenizer.vocab_size)
+    check(cfg.tokenizer.train_bytes > 0, "tokenizer.train_bytes", "> 0", cfg.tokenizer.train_bytes)
+    check(cfg.corpus.val_books >= 1, "corpus.val_books", ">= 1", cfg.corpus.val_books)
+    check(cfg.corpus.max_bytes is None or cfg.corpus.max_bytes > 0, "corpus.max_bytes", "> 0 or null", cfg.corpus.max_bytes)
+    p = cfg.pretrain
+    for key in ("max_steps", "batch_size", "accumulate_grad_batches", "val_every_n_steps",
+                "val_windows", "checkpoint_every_n_steps", "log_every_n_steps"):  # fmt: skip
+        check(getattr(p, key) > 0, f"pretrain.{key}", "> 0", getattr(p, key))
+    check(0 <= p.warmup_steps <= p.max_steps, "pretrain.warmup_steps", f"in [0, max_steps={p.max_steps}]", p.warmup_steps)
+    f = cfg.finetune
+    for key in ("batch_size", "epochs", "val_checks_per_epoch"):
+        check(getattr(f, key) > 0, f"finetune.{key}", "> 0", getattr(f, key))
+    for key in ("max_train_examples", "max_eval_examples", "checkpoint_every_n_steps"):
+        check(getattr(f, key) is None or getattr(f, key) > 0, f"finetune.{key}", "> 0 or null", getattr(f, key))
+    check(f.num_workers >= 0, "finetune.num_workers", ">= 0", f.num_workers)
+    check(-1 <= f.n_transfer <= cfg.model.n_layer, "finetune.n_transfer", f"-1 (all) or 0..{cfg.model.n_layer}", f.n_transfer)
+    check(f.lm_coef >= 0, "finetune.lm_coef", ">= 0", f.lm_coef)
+    check(0 <= f.warmup_fraction < 1, "finetune.warmup_fraction", "in [0, 1)", f.warmup_fraction)
+    check(0 <= f.clf_pdrop < 1, "finetune.clf_pdrop", "in [0, 1)", f.clf_pdrop)
+    for section, key in (("pretrain", "lr"), ("finetune", "lr"), ("pretrain", "eps"), ("finetune", "eps")):
+        value = getattr(getattr(cfg, section), key)
+        check(value > 0, f"{section}.{key}", "> 0", value)
+    for section in ("pretrain", "finetune"):
+        s = getattr(cfg, section)
+        check(s.weight_decay >= 0, f"{section}.weight_decay", ">= 0", s.weight_decay)
+        check(s.grad_clip >= 0, f"{section}.grad_clip", ">= 0 (0 disables clipping)", s.grad_clip)
+        check(all(0 <= b < 1 for b in s.betas), f"{section}.betas", "two values in [0, 1)", s.betas)
+    check(cfg.trainer.precision in PRECISIONS, "trainer.precision", f"one of {PRECISIONS}", cfg.trainer.precision)
+    check(bool(cfg.name) and "/" not in cfg.name, "name", "a non-empty name without '/'", cfg.name)
+    if f.init not in ("pretrained", "none") and not Path(f.init).exists():
+        raise ConfigError(f"finetune.init={f.init!r}: expected 'pretrained', 'none' or an existing checkpoint path")
+    from gptbench.tasks import TASKS
+
+    for key, names in (("finetune.task", [f.task]), ("tasks", cfg.tasks)):
+        for name in names:
+            check(name in TASKS, key, f"one of {sorted(TASKS)}", name)
+
+
+def require_dir(value: Optional[str], key: str, env: str, what: str) -> Path:
+    """The directory a key points at, or a ConfigError saying how to set it."""
+    if not value:
+        raise ConfigError(f"{key} is not set: set {key}=PATH or the environment variable {env} ({what})")
+    path = Path(value).expanduser()
+    if not path.is_dir():
+        raise ConfigError(f"{key}={value!r}: directory does not exist ({what})")
+    return path
+
+
+def to_yaml(cfg: ExperimentConfig) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))

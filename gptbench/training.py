@@ -1,0 +1,195 @@
+"""Pieces shared by pre-training and fine-tuning: optimizer, schedules, exact resume, trainer."""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import (
+    Callback,
+    LearningRateMonitor,
+    ModelCheckpoint,
+    OnExceptionCheckpoint,
+    TQDMProgressBar,
+)
+from lightning.pytorch.loggers import TensorBoardLogger
+from torch.utils.data import Sampler
+
+from gptbench.config import TrainerConfig
+
+
+def adamw(module: torch.nn.Module, lr: float, weight_decay: float, betas, eps: float) -> torch.optim.AdamW:
+    """AdamW with decoupled weight decay on tensors of rank >= 2 only (not biases or gains),
+    as in the released code."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps)
+
+
+def warmup_cosine(warmup: int, total: int):
+    """Linear warm-up from 0 over ``warmup`` steps, then cosine annealing to 0 at ``total``."""
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return step / max(1, warmup)
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def warmup_linear(warmup: int, total: int):
+    """Linear warm-up over ``warmup`` steps, then linear decay to 0 at ``total``."""
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return step / max(1, warmup)
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    return factor
+
+
+def step_scheduler(optimizer, factor) -> dict:
+    return {"scheduler": torch.optim.lr_scheduler.LambdaLR(optimizer, factor), "interval": "step"}
+
+
+class RngStateMixin:
+    """Saves the global RNG states (dropout) in checkpoints, so a resumed run draws exactly the
+    dropout masks the uninterrupted run would have drawn."""
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        kind, keys, pos, has_gauss, cached = np.random.get_state()
+        # Plain tensors and numbers only, so checkpoints load with torch.load(weights_only=True).
+        checkpoint["rng_states"] = {
+            "torch": torch.get_rng_state(),
+            "numpy": [kind, torch.from_numpy(keys.copy()), pos, has_gauss, cached],
+            "python": random.getstate(),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        states = checkpoint.get("rng_states")
+        if states:
+            torch.set_rng_state(states["torch"])
+            kind, keys, pos, has_gauss, cached = states["numpy"]
+            np.random.set_state((kind, keys.numpy(), pos, has_gauss, cached))
+            random.setstate(states["python"])
+
+
+def private_generator(seed: int) -> torch.Generator:
+    """For DataLoaders: without one, every new iterator draws its base seed from the global RNG,
+    so a resumed run (which creates an extra iterator) would shift every later dropout mask."""
+    return torch.Generator().manual_seed(seed)
+
+
+class ResumableSampler(Sampler[int]):
+    """Shuffles ``n`` indices with a generator seeded by (seed, epoch) and, after a resume, skips
+    the samples the interrupted epoch already consumed (Lightning calls ``set_epoch``).
+
+    With ``lengths`` and ``batch_size``, indices are grouped so that each batch holds examples of
+    similar length (less padding), while batch order stays random.
+    """
+
+    def __init__(self, n: int, seed: int, lengths=None, batch_size: int = 1):
+        self.n, self.seed, self.lengths, self.batch_size = n, seed, lengths, batch_size
+        self.epoch, self._skip = 0, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def skip_next(self, n_samples: int) -> None:
+        self._skip = n_samples
+
+    def order(self) -> list[int]:
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        order = torch.randperm(self.n, generator=g).tolist()
+        if self.lengths is not None:
+            chunk = self.batch_size * 64
+            grouped = []
+            for i in range(0, self.n, chunk):
+                grouped += sorted(order[i : i + chunk], key=lambda j: -self.lengths[j])
+            batches = [grouped[i : i + self.batch_size] for i in range(0, self.n, self.batch_size)]
+            order = [j for b in torch.randperm(len(batches), generator=g).tolist() for j in batches[b]]
+        return order
+
+    def __iter__(self):
+        skip, self._skip = self._skip, 0
+        return iter(self.order()[skip:])
+
+    def __len__(self) -> int:
+        return self.n
+
+
+def batches_done_this_epoch(trainer: L.Trainer) -> int:
+    """Training batches of the current epoch already processed (non-zero only while resuming)."""
+    if not trainer.fit_loop.restarting:
+        return 0
+    return trainer.fit_loop.epoch_loop.batch_progress.current.processed
+
+
+class TokensPerSecond(Callback):
+    """Logs training throughput (tokens/s) over the interval between logging steps."""
+
+    def __init__(self) -> None:
+        self._tokens, self._start = 0, None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self._start is None:
+            self._start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._tokens += int(batch["attention_mask"].sum()) if isinstance(batch, dict) else batch[0].numel()
+        if trainer.global_step % trainer.log_every_n_steps == 0:
+            elapsed = time.perf_counter() - self._start
+            pl_module.log("train/tokens_per_sec", self._tokens / max(elapsed, 1e-9))
+            self._tokens, self._start = 0, time.perf_counter()
+
+
+def resumable_checkpoint(ckpt_dir: Path, every_n_train_steps: int | None = None, keep_all: bool = False) -> ModelCheckpoint:
+    """Checkpoints at the end of every epoch (and every ``every_n_train_steps``); ``last.ckpt`` is
+    a link to the newest, which ``resume=true`` continues from."""
+    return ModelCheckpoint(
+        ckpt_dir, filename="step{step}", auto_insert_metric_name=False, save_top_k=-1 if keep_all else 1,
+        save_last="link", every_n_train_steps=every_n_train_steps,
+    )  # fmt: skip
+
+
+def latest_checkpoint(ckpt_dir: Path) -> Path | None:
+    """The most recent resumable checkpoint in ``ckpt_dir`` (last.ckpt or on_exception.ckpt)."""
+    candidates = [p for p in (ckpt_dir / "last.ckpt", ckpt_dir / "on_exception.ckpt") if p.is_file()]
+    return max(candidates, key=lambda p: p.stat().st_mtime) if candidates else None
+
+
+def make_trainer(
+    run_dir: Path,
+    trainer_cfg: TrainerConfig,
+    checkpoints: list[ModelCheckpoint],
+    extra_callbacks: list[Callback] = (),
+    **kwargs,
+) -> L.Trainer:
+    """A Trainer writing TensorBoard logs to ``run_dir/tb`` and checkpoints to
+    ``run_dir/checkpoints``; an exception (Ctrl-C included) leaves ``on_exception.ckpt``."""
+    return L.Trainer(
+        default_root_dir=run_dir,
+        accelerator=trainer_cfg.accelerator,
+        devices=1,
+        precision=trainer_cfg.precision,
+        deterministic=trainer_cfg.deterministic,
+        logger=TensorBoardLogger(save_dir=run_dir, name="", version="tb", default_hp_metric=False),
+        callbacks=[
+            *checkpoints,
+            OnExceptionCheckpoint(run_dir / "checkpoints", filename="on_exception"),
+            LearningRateMonitor(logging_interval="step"),
+            TQDMProgressBar(refresh_rate=10),
+            *extra_callbacks,
+        ],
+        enable_model_summary=False,
+        **kwargs,
+    )

@@ -1,0 +1,52 @@
+"""Shared fixtures. Real data is read from ../shared beside the checkout (or GPTBENCH_SHARED)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+SHARED = Path(os.environ.get("GPTBENCH_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+DATA = SHARED / "data"
+CORPUS = SHARED / "corpus" / "gutenberg"
+GPT1 = SHARED / "gpt1"
+
+
+@pytest.fixture(scope="session")
+def gpt1_tokenizer():
+    from gptbench import Tokenizer
+
+    return Tokenizer.gpt1(GPT1 / "encoder_bpe_40000.json", GPT1 / "vocab_40000.bpe")
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory) -> Path:
+    """Five real novels, each cut to its first 100 kB (the START marker stays, the END goes)."""
+    root = tmp_path_factory.mktemp("corpus")
+    authors = ("Austen, Jane", "Dickens, Charles", "Doyle, Arthur Conan", "Twain, Mark", "Wells, H. G. (Herbert George)")
+    for i, author in enumerate(authors):
+        book = sorted((CORPUS / author).glob("*.txt"))[0]
+        (root / f"book{i}.txt").write_bytes(book.read_bytes()[:100_000])
+    return root
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+def tiny_overrides(runs: Path, corpus: Path, cache: Path, name: str = "tiny") -> list[str]:
+    """A model and budget small enough for a test (seconds on 2 CPU cores)."""
+    return [
+        f"name={name}", f"runs_dir={runs}", f"cache_dir={cache}", f"corpus.path={corpus}",
+        f"finetune.data_dir={DATA}", f"tokenizer.gpt1_dir={GPT1}",
+        "model.n_ctx=32", "model.n_embd=32", "model.n_layer=2", "model.n_head=2",
+        "tokenizer.kind=trained", "tokenizer.vocab_size=400", "tokenizer.train_bytes=200000",
+        "corpus.val_books=1", "corpus.max_bytes=400000",
+        "pretrain.max_steps=12", "pretrain.batch_size=8", "pretrain.lr=3e-3", "pretrain.warmup_steps=2",
+        "pretrain.val_every_n_steps=6", "pretrain.val_windows=8", "pretrain.checkpoint_every_n_steps=4",
+        "pretrain.log_every_n_steps=2",
+        "finetune.batch_size=16", "finetune.epochs=2", "finetune.max_train_examples=96",
+        "finetune.max_eval_examples=64", "finetune.lr=1e-3",
+    ]  # fmt: skip

@@ -1,0 +1,98 @@
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import tiny_overrides
+from test_pretrain import crash_at
+
+import gptbench.finetune as finetune
+from gptbench import GPT, GPTConfig
+from gptbench.config import FinetuneConfig, load_config
+from gptbench.pretrain import run_pretrain
+from gptbench.tasks import get_task
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory, tiny_corpus, cache_dir):
+    runs = tmp_path_factory.mktemp("runs")
+    base = tiny_overrides(runs, tiny_corpus, cache_dir)
+    run_pretrain(load_config("smoke", base))
+    return base
+
+
+def test_sst2_end_to_end(pretrained):
+    cfg = load_config("smoke", pretrained + ["finetune.task=sst2"])
+    results = finetune.run_finetune(cfg)
+    saved = json.loads((cfg.run_dir / "finetune" / "sst2" / "seed1234" / "results.json").read_text())
+    assert saved == results
+    assert set(saved["metrics"]) == {"dev"} and 0.0 <= saved["metrics"]["dev"]["accuracy"] <= 1.0
+    assert saved["examples"] == {"train": 96, "dev": 64}
+    assert saved["selection_metric"] == "dev/accuracy" and saved["best_epoch"] in (0, 1)
+    assert saved["init"].endswith("pretrain/model")
+    assert finetune.run_finetune(cfg) == saved  # idempotent: a finished run is not redone
+
+
+def test_finetune_resume_after_a_crash_is_exact(pretrained, monkeypatch):
+    straight = load_config("smoke", pretrained + ["seed=5"])
+    finetune.run_finetune(straight)
+    crashed = load_config("smoke", pretrained + ["seed=5", "name=tiny_crashed", "finetune.init=" +
+                                                 str(straight.run_dir / "pretrain" / "model")])  # fmt: skip
+    with monkeypatch.context() as m:
+        crash_at(m, finetune, step=3)  # mid-way through the first of two 6-step epochs
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            finetune.run_finetune(crashed)
+    crashed.resume = True
+    finetune.run_finetune(crashed)
+    ckpts = [torch.load(c.run_dir / "finetune/sst2/seed5/checkpoints/last.ckpt", weights_only=True)
+             for c in (straight, crashed)]  # fmt: skip
+    assert ckpts[0]["global_step"] == ckpts[1]["global_step"] == 12
+    for key, value in ckpts[0]["state_dict"].items():
+        assert torch.equal(value, ckpts[1]["state_dict"][key]), key
+
+
+def tiny_module(task="sst2", **optim):
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=50, n_ctx=16, n_embd=16, n_layer=1, n_head=2))
+    return finetune.FinetuneModule(model, get_task(task), FinetuneConfig(**optim), total_steps=10)
+
+
+def test_lm_loss_averages_real_positions_per_sequence():
+    module = tiny_module().eval()
+    ids = torch.tensor([[[50, 5, 6, 52, 0, 0]], [[50, 7, 8, 9, 10, 52]]])
+    mask = (ids != 0).long()
+    _, hidden = module(ids, mask)
+    logits = module.model.lm_head(hidden)
+    expected = torch.stack([
+        F.cross_entropy(logits[0, :3], ids[0, 0, 1:4]),
+        F.cross_entropy(logits[1, :5], ids[1, 0, 1:6]),
+    ]).mean()  # fmt: skip
+    torch.testing.assert_close(module.lm_loss(hidden, ids, mask), expected)
+
+
+def test_prediction_reads_the_extract_token():
+    module = tiny_module().eval()
+    ids = torch.tensor([[[50, 5, 6, 52, 0, 0]]])
+    logits, hidden = module(ids, (ids != 0).long())
+    torch.testing.assert_close(logits, module.head.linear(hidden[:, 3]))
+
+
+@pytest.mark.parametrize("transformation, C, out", [("similarity", 2, (4, 3)), ("multiple_choice", 4, (4, 4))])
+def test_head_shapes_and_shared_dropout(transformation, C, out):
+    head = finetune.TaskHead(8, transformation, num_outputs=3, pdrop=0.5, init_std=0.02).train()
+    h = torch.ones(4, C, 8)
+    torch.manual_seed(0)
+    assert head(h).shape == out
+    if transformation == "multiple_choice":  # same mask for every choice -> equal scores
+        scores = head(h)
+        assert torch.allclose(scores, scores[:, :1].expand_as(scores))
+
+
+def test_n_transfer_reinitialises_later_blocks(pretrained):
+    cfg = load_config("smoke", pretrained + ["finetune.n_transfer=1"])
+    model, tokenizer, _ = finetune.initial_model(cfg)
+    reference = GPT.from_pretrained(cfg.run_dir / "pretrain" / "model")
+    assert torch.equal(model.h[0].attn.c_attn.weight, reference.h[0].attn.c_attn.weight)
+    assert not torch.equal(model.h[1].attn.c_attn.weight, reference.h[1].attn.c_attn.weight)
+    assert torch.equal(model.tokens_embed.weight[: tokenizer.vocab_size], reference.tokens_embed.weight[: tokenizer.vocab_size])
+    assert finetune.initial_model(load_config("smoke", pretrained + ["finetune.init=none"]))[2].startswith("none")

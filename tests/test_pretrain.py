@@ -1,0 +1,99 @@
+import json
+
+import pytest
+import torch
+from conftest import tiny_overrides
+from lightning.pytorch.callbacks import Callback
+from safetensors.torch import load_file
+
+import gptbench.pretrain as pretrain
+from gptbench.config import ConfigError, load_config
+from gptbench.corpus import book_text, cached_corpus, split_books
+
+
+class CrashAt(Callback):
+    """Simulates a crash (power loss, pre-emption) right after optimizer step ``step``."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_end(self, trainer, *args):
+        if trainer.global_step == self.step:
+            raise RuntimeError("simulated crash")
+
+
+def crash_at(monkeypatch, module, step: int):
+    make = module.make_trainer
+    monkeypatch.setattr(module, "make_trainer", lambda *a, extra_callbacks=(), **kw: make(
+        *a, extra_callbacks=[*extra_callbacks, CrashAt(step)], **kw))  # fmt: skip
+
+
+def scalars(run_dir, tag):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run_dir / "tb"))
+    acc.Reload()
+    return [(e.step, e.value) for e in acc.Scalars(tag)]
+
+
+def test_validation_loss_falls_on_real_books(tmp_path, tiny_corpus, cache_dir):
+    cfg = load_config("smoke", tiny_overrides(tmp_path, tiny_corpus, cache_dir) + ["pretrain.max_steps=60", "pretrain.warmup_steps=10",
+                                                                                 "pretrain.val_every_n_steps=5"])  # fmt: skip
+    export = pretrain.run_pretrain(cfg)
+    val = scalars(cfg.run_dir / "pretrain", "val/loss")
+    assert [s for s, _ in val][:3] == [4, 9, 14]  # logged every 5 steps (0-based step index)
+    print("val loss by step:", [(s, round(v, 3)) for s, v in val])
+    assert val[-1][1] < val[0][1] - 0.3
+    for tag in ("train/loss", "train/tokens_per_sec", "val/ppl", "lr-AdamW/pg1"):
+        assert scalars(cfg.run_dir / "pretrain", tag), tag
+    metrics = json.loads((cfg.run_dir / "pretrain" / "metrics.json").read_text())
+    assert metrics["steps"] == 60 and metrics["val_ppl"] == pytest.approx(torch.tensor(metrics["val_loss"]).exp().item(), rel=1e-5)
+    assert (export / "config.json").is_file() and (export / "tokenizer" / "tokenizer.json").is_file()
+
+
+def test_resume_after_a_crash_is_exact(tmp_path, tiny_corpus, cache_dir, monkeypatch):
+    base = tiny_overrides(tmp_path, tiny_corpus, cache_dir)
+    straight = load_config("smoke", base + ["name=straight"])
+    pretrain.run_pretrain(straight)
+
+    crashed = load_config("smoke", base + ["name=crashed"])
+    with monkeypatch.context() as m:
+        crash_at(m, pretrain, step=6)  # between the checkpoints at steps 4 and 8
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            pretrain.run_pretrain(crashed)
+    assert (crashed.run_dir / "pretrain" / "checkpoints" / "on_exception.ckpt").is_file()
+    with pytest.raises(ConfigError, match="resume=true"):
+        pretrain.run_pretrain(crashed)
+    pretrain.run_pretrain(load_config("smoke", base + ["name=crashed", "resume=true"]))
+
+    a = load_file(straight.run_dir / "pretrain" / "model" / "model.safetensors")
+    b = load_file(crashed.run_dir / "pretrain" / "model" / "model.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    ma, mb = (json.loads((c.run_dir / "pretrain" / "metrics.json").read_text()) for c in (straight, crashed))
+    assert ma["val_loss"] == mb["val_loss"]
+
+
+def test_corpus_split_and_cache(tiny_corpus, cache_dir, monkeypatch, gpt1_tokenizer):
+    books = split_books(tiny_corpus, val_books=1, max_bytes=None)
+    assert len(books.val) == 1 and len(books.train) == 4 and not set(books.val) & set(books.train)
+    first = cached_corpus(tiny_corpus, books, gpt1_tokenizer, cache_dir)
+    monkeypatch.setattr("gptbench.corpus.tokenize_books", lambda *a: pytest.fail("re-tokenized"))
+    again = cached_corpus(tiny_corpus, books, gpt1_tokenizer, cache_dir)
+    assert first["train"].size > 40_000 and (first["train"] == again["train"]).all()
+    expected = [i for p in books.val for i in gpt1_tokenizer.encode(book_text(p))]
+    assert len(expected) == pytest.approx(first["val"].size, rel=0.01)  # chunking only shifts boundaries
+
+
+def test_gutenberg_header_and_footer_are_cut(tmp_path):
+    path = tmp_path / "b.txt"
+    path.write_bytes(b"License blah\r\n*** START OF THE PROJECT GUTENBERG EBOOK X ***\r\n\r\nCall me\r\nIshmael.\r\n\r\n"
+                     b"Second para.\r\n*** END OF THE PROJECT GUTENBERG EBOOK X ***\r\nfooter\r\n")  # fmt: skip
+    assert book_text(path) == "Call me Ishmael.\nSecond para."
+
+
+def test_missing_corpus_is_a_config_error(tmp_path):
+    cfg = load_config("smoke", ["corpus.path=" + str(tmp_path / "nope"), f"runs_dir={tmp_path}"])
+    with pytest.raises(ConfigError, match="corpus.path=.*directory does not exist"):
+        pretrain.run_pretrain(cfg)

@@ -1,0 +1,94 @@
+import csv
+import random
+
+import pytest
+from conftest import CORPUS, DATA, GPT1
+from reference_text_utils import TextEncoder
+
+from gptbench import Tokenizer
+from gptbench.corpus import book_text
+
+
+@pytest.fixture(scope="module")
+def reference():
+    return TextEncoder(GPT1 / "encoder_bpe_40000.json", GPT1 / "vocab_40000.bpe")
+
+
+def real_sentences(n_book_lines=6000, n_task=4000) -> list[str]:
+    """Paragraphs of real books plus sentences of real task data."""
+    rng = random.Random(0)
+    books = sorted(CORPUS.rglob("*.txt"))
+    lines = []
+    for book in rng.sample(books, 12):
+        lines += book_text(book).split("\n")
+    texts = rng.sample(lines, min(n_book_lines, len(lines)))
+    for path, col in (("glue/SST-2/train.tsv", 0), ("glue/RTE/train.tsv", 1), ("glue/MRPC/train.tsv", 3),
+                      ("glue/CoLA/train.tsv", 3), ("glue/STS-B/train.tsv", 7)):  # fmt: skip
+        with open(DATA / path, encoding="utf-8-sig") as f:
+            rows = [r[col] for r in csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE) if len(r) > col]
+        texts += rng.sample(rows[1:], n_task // 5)
+    return texts
+
+
+def test_gpt1_agrees_with_released_pipeline_on_real_text(gpt1_tokenizer, reference):
+    texts = real_sentences()
+    ours = gpt1_tokenizer.encode_batch(texts)
+    agree = sum(reference.encode(t) == o for t, o in zip(texts, ours))
+    rate = agree / len(texts)
+    print(f"tokenizer agreement: {agree}/{len(texts)} = {rate:.5f}")
+    assert len(texts) >= 9000
+    assert rate >= 0.999
+
+
+def test_known_ids(gpt1_tokenizer, reference):
+    text = "It's a charming — and often affecting… journey.\nNew line!"
+    ids = gpt1_tokenizer.encode(text)
+    assert ids == reference.encode(text)
+    assert 40477 in ids  # '\n</w>'
+    assert gpt1_tokenizer.decode(ids) == "it 's a charming - and often affecting ... journey .\nnew line !"
+
+
+def test_special_tokens_follow_the_vocabulary(gpt1_tokenizer):
+    t = gpt1_tokenizer
+    assert t.vocab_size == 40478 and len(t) == 40481
+    assert (t.start_id, t.delimiter_id, t.extract_id) == (40478, 40479, 40480)
+    assert t.decode([t.start_id, t.extract_id]) == "_start_ _classify_"
+
+
+@pytest.mark.parametrize("text", ["", "   ", "\n\n", "\x00\x1f\u200b", "🙂 中文 ﬁ ligature", "a" * 5000, "\ud800"])
+def test_odd_input_does_not_crash(gpt1_tokenizer, text):
+    ids = gpt1_tokenizer.encode(text)
+    assert all(0 <= i < gpt1_tokenizer.vocab_size for i in ids)
+    if not text.strip():
+        assert ids == []
+
+
+def test_parallel_batch_equals_sequential(gpt1_tokenizer):
+    texts = real_sentences(n_book_lines=2500, n_task=0)
+    assert gpt1_tokenizer.encode_batch(texts, num_workers=2) == [gpt1_tokenizer.encode(t) for t in texts]
+
+
+def test_train_save_load(tmp_path):
+    books = sorted(CORPUS.rglob("*.txt"))[:2]
+    texts = [book_text(b)[:100_000] for b in books]
+    tok = Tokenizer.train(texts, vocab_size=600)
+    assert tok.kind == "trained" and 300 < tok.vocab_size <= 600
+    assert Tokenizer.train(texts, vocab_size=600).fingerprint == tok.fingerprint  # deterministic merges
+    sample = "The quick brown fox, said Alice, jumped."
+    ids = tok.encode(sample)
+    assert tok.decode(ids) == "the quick brown fox , said alice , jumped ."
+    tok.save(tmp_path)
+    again = Tokenizer.load(tmp_path)
+    assert again.encode(sample) == ids and again.fingerprint == tok.fingerprint
+    assert (again.start_id, again.extract_id) == (tok.vocab_size, tok.vocab_size + 2)
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="encoder_bpe_40000.json"):
+        Tokenizer.gpt1(tmp_path / "encoder_bpe_40000.json", GPT1 / "vocab_40000.bpe")
+    bad = tmp_path / "merges.bpe"
+    bad.write_text("#version\nt h\nthree symbols here\n")
+    with pytest.raises(ValueError, match="merges.bpe:3: expected two symbols"):
+        Tokenizer.gpt1(GPT1 / "encoder_bpe_40000.json", bad)
+    with pytest.raises(FileNotFoundError, match="not a gptbench tokenizer directory"):
+        Tokenizer.load(tmp_path)
