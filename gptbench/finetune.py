@@ -23,7 +23,7 @@ from gptbench.config import ConfigError, ExperimentConfig, FinetuneConfig, requi
 from gptbench.io import atomic_write_json, atomic_write_text
 from gptbench.metrics import make_metric
 from gptbench.model import GPT, GPTConfig
-from gptbench.pretrain import build_tokenizer, check_resume, run_tokenizer
+from gptbench.pretrain import build_tokenizer, run_tokenizer
 from gptbench.task_data import TaskDataModule
 from gptbench.tasks import TaskSpec, get_task
 from gptbench.tokenizer import Tokenizer
@@ -31,6 +31,7 @@ from gptbench.training import (
     RngStateMixin,
     TokensPerSecond,
     adamw,
+    check_resume,
     make_trainer,
     resumable_checkpoint,
     step_scheduler,
@@ -155,7 +156,13 @@ def initial_model(cfg: ExperimentConfig) -> tuple[GPT, Tokenizer, str]:
     if not path.exists():
         raise ConfigError(f"finetune.init=pretrained: {path} does not exist; run `gptbench pretrain` first")
     tok_dir = (path if path.is_dir() else path.parent) / "tokenizer"
-    tokenizer = Tokenizer.load(tok_dir) if (tok_dir / "tokenizer.json").is_file() else build_tokenizer(cfg, None)
+    if (tok_dir / "tokenizer.json").is_file():
+        tokenizer = Tokenizer.load(tok_dir)
+    elif cfg.tokenizer.kind == "gpt1":  # released or Hugging Face GPT-1 weights
+        tokenizer = build_tokenizer(cfg, None)
+    else:
+        raise ConfigError(f"finetune.init={f.init!r}: no tokenizer/ beside the weights; set tokenizer.kind=gpt1 "
+                          "for GPT-1 weights from OpenAI or Hugging Face")  # fmt: skip
     model = GPT.from_pretrained(path, **dropout)
     if model.config.vocab_size != tokenizer.vocab_size:
         raise CheckpointError(
@@ -176,7 +183,7 @@ def run_finetune(cfg: ExperimentConfig) -> dict:
     if (stage_dir / "results.json").is_file():
         print(f"fine-tuning {task.name} already complete: {stage_dir / 'results.json'}")
         return json.loads((stage_dir / "results.json").read_text())
-    ckpt = check_resume(cfg, stage_dir)
+    ckpt = check_resume(stage_dir, cfg.resume)
     L.seed_everything(cfg.seed, workers=True)
     model, tokenizer, init_source = initial_model(cfg)
     atomic_write_text(stage_dir / "config.yaml", to_yaml(cfg))
@@ -211,7 +218,6 @@ def run_finetune(cfg: ExperimentConfig) -> dict:
         "best_step": best_ckpt["global_step"],
         "examples": {split: len(ds) for split, ds in data.splits.items()},
         "data_source": str(data_root / task.data_subdir) if data_root else f"hub:{task.hub.path}/{task.hub.name}",
-        "substitutions": [],
         "init": init_source,
         "seed": cfg.seed,
         "finetune": asdict(f),

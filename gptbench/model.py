@@ -84,7 +84,7 @@ class CausalSelfAttention(nn.Module):
     def forward(
         self,
         x: torch.Tensor,  # (B, T, C)
-        mask: torch.Tensor,  # (B, 1, T, T_past + T) bool, True = may attend
+        mask: torch.Tensor | None,  # (B, 1, T, T_past + T) bool, True = may attend; None = causal
         past: tuple[torch.Tensor, torch.Tensor] | None,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         B, T, C = x.shape
@@ -94,7 +94,7 @@ class CausalSelfAttention(nn.Module):
             k = torch.cat([past[0], k], dim=2)
             v = torch.cat([past[1], v], dim=2)
         y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=self.attn_pdrop if self.training else 0.0
+            q, k, v, attn_mask=mask, is_causal=mask is None, dropout_p=self.attn_pdrop if self.training else 0.0
         )  # (B, H, T, D)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_dropout(self.c_proj(y)), (k, v)
@@ -173,21 +173,26 @@ class GPT(nn.Module):
             raise ValueError(
                 f"sequence length {T_past + T} exceeds the model's context n_ctx={self.config.n_ctx}"
             )
-        if attention_mask is None:
-            attention_mask = torch.ones(B, T_past + T, dtype=torch.long, device=input_ids.device)
-        if attention_mask.shape != (B, T_past + T):
-            raise ValueError(
-                f"attention_mask has shape {tuple(attention_mask.shape)}, expected {(B, T_past + T)}"
-            )
-        # Positions count real tokens only, so padding never shifts a real token's position.
-        keep = attention_mask.bool()  # (B, T_past + T)
-        positions = (keep.long().cumsum(dim=1) - 1).clamp(min=0)[:, T_past:]  # (B, T)
-        query = torch.arange(T, device=input_ids.device)[:, None] + T_past  # (T, 1)
-        key = torch.arange(T_past + T, device=input_ids.device)[None, :]  # (1, T_past + T)
-        # Causal and key-padding mask; a pad query also sees itself so that no row is all-masked
-        # (which would give NaN); pad outputs are ignored by every caller.
-        mask = ((key <= query) & keep[:, None, :]) | (key == query)  # (B, T, T_past + T)
-        mask = mask[:, None, :, :]  # (B, 1, T, T_past + T), broadcast over heads
+        if attention_mask is None and past_key_values is None:
+            # Plain causal attention: SDPA's is_causal path (flash kernels on GPUs).
+            positions = torch.arange(T, device=input_ids.device)[None, :]  # (1, T)
+            mask = None
+        else:
+            if attention_mask is None:
+                attention_mask = torch.ones(B, T_past + T, dtype=torch.long, device=input_ids.device)
+            if attention_mask.shape != (B, T_past + T):
+                raise ValueError(
+                    f"attention_mask has shape {tuple(attention_mask.shape)}, expected {(B, T_past + T)}"
+                )
+            # Positions count real tokens only, so padding never shifts a real token's position.
+            keep = attention_mask.bool()  # (B, T_past + T)
+            positions = (keep.long().cumsum(dim=1) - 1).clamp(min=0)[:, T_past:]  # (B, T)
+            query = torch.arange(T, device=input_ids.device)[:, None] + T_past  # (T, 1)
+            key = torch.arange(T_past + T, device=input_ids.device)[None, :]  # (1, T_past + T)
+            # Causal and key-padding mask; a pad query also sees itself so that no row is
+            # all-masked (which would give NaN); pad outputs are ignored by every caller.
+            mask = ((key <= query) & keep[:, None, :]) | (key == query)  # (B, T, T_past + T)
+            mask = mask[:, None, :, :]  # (B, 1, T, T_past + T), broadcast over heads
 
         x = self.drop(self.tokens_embed(input_ids) + self.positions_embed(positions))  # (B, T, C)
         presents = []

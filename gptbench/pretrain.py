@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torchmetrics import MeanMetric
 
-from gptbench.config import ConfigError, ExperimentConfig, PretrainConfig, require_dir, to_yaml
-from gptbench.corpus import CorpusDataModule, book_text, split_books
+from gptbench.config import ExperimentConfig, PretrainConfig, require_dir, to_yaml
+from gptbench.corpus import CorpusDataModule, book_text, split_books, text_chunks
 from gptbench.io import atomic_write_json, atomic_write_text
 from gptbench.model import GPT, GPTConfig
 from gptbench.tokenizer import Tokenizer
@@ -25,7 +25,7 @@ from gptbench.training import (
     RngStateMixin,
     TokensPerSecond,
     adamw,
-    latest_checkpoint,
+    check_resume,
     make_trainer,
     resumable_checkpoint,
     step_scheduler,
@@ -84,8 +84,6 @@ def build_tokenizer(cfg: ExperimentConfig, corpus_root: Path | None) -> Tokenize
         size += len(texts[-1])
         if size >= t.train_bytes:
             break
-    from gptbench.corpus import text_chunks
-
     chunks = [c for text in texts for c in text_chunks(text)]
     return Tokenizer.train(chunks, vocab_size=t.vocab_size)
 
@@ -101,17 +99,6 @@ def run_tokenizer(cfg: ExperimentConfig) -> Tokenizer:
     return tokenizer
 
 
-def check_resume(cfg: ExperimentConfig, stage_dir: Path) -> Path | None:
-    """The checkpoint to resume from, or None for a fresh start; refuses to silently mix runs."""
-    ckpt = latest_checkpoint(stage_dir / "checkpoints")
-    if ckpt is not None and not cfg.resume:
-        raise ConfigError(
-            f"{stage_dir} already holds checkpoints: pass resume=true to continue that run, "
-            "or choose another name= (or delete the directory) to start over"
-        )
-    return ckpt
-
-
 def run_pretrain(cfg: ExperimentConfig) -> Path:
     """Pre-train; returns the directory of the exported model (HF format + tokenizer)."""
     corpus_root = require_dir(cfg.corpus.path, "corpus.path", "GPTBENCH_CORPUS", "a folder of .txt books")
@@ -120,7 +107,7 @@ def run_pretrain(cfg: ExperimentConfig) -> Path:
     if (export_dir / "config.json").is_file() and (stage_dir / "metrics.json").is_file():
         print(f"pre-training already complete: {export_dir}")
         return export_dir
-    ckpt = check_resume(cfg, stage_dir)
+    ckpt = check_resume(stage_dir, cfg.resume)
     L.seed_everything(cfg.seed, workers=True)
     atomic_write_text(cfg.run_dir / "config.yaml", to_yaml(cfg))
     tokenizer = run_tokenizer(cfg)

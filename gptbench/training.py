@@ -14,13 +14,12 @@ from lightning.pytorch.callbacks import (
     Callback,
     LearningRateMonitor,
     ModelCheckpoint,
-    OnExceptionCheckpoint,
     TQDMProgressBar,
 )
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.data import Sampler
 
-from gptbench.config import TrainerConfig
+from gptbench.config import ConfigError, TrainerConfig
 
 
 def adamw(module: torch.nn.Module, lr: float, weight_decay: float, betas, eps: float) -> torch.optim.AdamW:
@@ -161,10 +160,35 @@ def resumable_checkpoint(ckpt_dir: Path, every_n_train_steps: int | None = None,
     )  # fmt: skip
 
 
+class SaveOnException(Callback):
+    """Writes ``on_exception.ckpt`` when training dies (crash, Ctrl-C), so nothing is lost.
+
+    Lightning's OnExceptionCheckpoint does the same but also makes ``fit(ckpt_path=None)``
+    silently resume from 'last'; resuming here is explicit (``resume=true``).
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        trainer.save_checkpoint(self.path)
+
+
 def latest_checkpoint(ckpt_dir: Path) -> Path | None:
     """The most recent resumable checkpoint in ``ckpt_dir`` (last.ckpt or on_exception.ckpt)."""
     candidates = [p for p in (ckpt_dir / "last.ckpt", ckpt_dir / "on_exception.ckpt") if p.is_file()]
     return max(candidates, key=lambda p: p.stat().st_mtime) if candidates else None
+
+
+def check_resume(stage_dir: Path, resume: bool) -> Path | None:
+    """The checkpoint to resume from, or None for a fresh start; refuses to silently mix runs."""
+    ckpt = latest_checkpoint(stage_dir / "checkpoints")
+    if ckpt is not None and not resume:
+        raise ConfigError(
+            f"{stage_dir} already holds checkpoints: pass resume=true to continue that run, "
+            "or choose another name= (or delete the directory) to start over"
+        )
+    return ckpt
 
 
 def make_trainer(
@@ -185,7 +209,7 @@ def make_trainer(
         logger=TensorBoardLogger(save_dir=run_dir, name="", version="tb", default_hp_metric=False),
         callbacks=[
             *checkpoints,
-            OnExceptionCheckpoint(run_dir / "checkpoints", filename="on_exception"),
+            SaveOnException(run_dir / "checkpoints" / "on_exception.ckpt"),
             LearningRateMonitor(logging_interval="step"),
             TQDMProgressBar(refresh_rate=10),
             *extra_callbacks,

@@ -147,7 +147,13 @@ def _read_hub(spec: TaskSpec, split: str) -> list[Record]:
     import datasets
 
     hub = spec.hub
-    ds = datasets.load_dataset(hub.path, hub.name, split=hub.splits[split])
+    try:
+        ds = datasets.load_dataset(hub.path, hub.name, split=hub.splits[split])
+    except (ConnectionError, OSError, ValueError) as e:  # offline, unknown split, ...
+        raise DataError(
+            f"task {spec.name}: could not load {hub.path}/{hub.name} [{hub.splits[split]}] from the Hugging Face "
+            f"hub ({type(e).__name__}: {e}); point finetune.data_dir (GPTBENCH_DATA) at local data instead"
+        ) from None
     label_names: Callable[[int], str] = getattr(ds.features[hub.label], "int2str", str)
     records = []
     for i, row in enumerate(ds):

@@ -96,3 +96,14 @@ def test_n_transfer_reinitialises_later_blocks(pretrained):
     assert not torch.equal(model.h[1].attn.c_attn.weight, reference.h[1].attn.c_attn.weight)
     assert torch.equal(model.tokens_embed.weight[: tokenizer.vocab_size], reference.tokens_embed.weight[: tokenizer.vocab_size])
     assert finetune.initial_model(load_config("smoke", pretrained + ["finetune.init=none"]))[2].startswith("none")
+
+
+def test_foreign_weights_must_match_the_tokenizer(pretrained, tmp_path):
+    from gptbench.checkpoints import CheckpointError
+    from gptbench.config import ConfigError
+
+    GPT(GPTConfig(vocab_size=211, n_ctx=16, n_embd=16, n_layer=1, n_head=2)).save_pretrained(tmp_path)
+    with pytest.raises(CheckpointError, match="model vocabulary 211 != tokenizer vocabulary 40478"):
+        finetune.initial_model(load_config("smoke", pretrained + [f"finetune.init={tmp_path}", "tokenizer.kind=gpt1"]))
+    with pytest.raises(ConfigError, match="no tokenizer/ beside the weights"):
+        finetune.initial_model(load_config("smoke", pretrained + [f"finetune.init={tmp_path}"]))
