@@ -1,4 +1,4 @@
-"""Command line: ``gptbench pretrain|finetune|reproduce``.
+"""Command line: ``gptbench pretrain|finetune|reproduce|data``.
 
 Every command takes a config (a YAML path or a preset name from experiments/) followed by
 ``key=value`` overrides, e.g. ``gptbench finetune smoke finetune.task=sst2 finetune.lm_coef=0``.
@@ -48,6 +48,24 @@ def _reproduce(args) -> None:
         print(f"  {task:<12} {split:<16} {text}")
 
 
+def _data(args) -> None:
+    import os
+    from pathlib import Path
+
+    from gptbench.config import require_dir
+    from gptbench.data_summary import format_summary, summarize
+    from gptbench.tasks import get_task
+
+    try:
+        spec = get_task(args.task)
+    except KeyError as e:
+        raise ConfigError(e.args[0]) from None
+    data_dir = args.data_dir or os.environ.get("GPTBENCH_DATA")
+    root = require_dir(data_dir, "--data-dir", "GPTBENCH_DATA", "the benchmark data root") if data_dir else None
+    source = str(Path(root) / spec.data_subdir) if root else f"hub {spec.hub.path if spec.hub else '(none)'}"
+    print(format_summary(spec, summarize(spec, root), source))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gptbench", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -59,6 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("config", help="YAML file or preset name (smoke, mini, paper)")
         p.add_argument("overrides", nargs="*", help="key=value overrides")
         p.set_defaults(fn=fn)
+    p = sub.add_parser("data", help="print a task's splits: sizes and label distributions")
+    p.add_argument("task")
+    p.add_argument("--data-dir", help="benchmark data root (default: $GPTBENCH_DATA; unset = the hub)")
+    p.set_defaults(fn=_data)
     p = sub.add_parser("reproduce", help="pre-train and fine-tune every task of a preset")
     p.add_argument("--preset", default="smoke", help="smoke | mini | paper, or a YAML path (default: smoke)")
     p.add_argument("overrides", nargs="*", help="key=value overrides")

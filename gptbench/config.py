@@ -72,12 +72,15 @@ class FinetuneConfig:
     eps: float = 1e-8
     grad_clip: float = 1.0
     max_train_examples: Optional[int] = None  # subsample the training split (smoke runs)
-    max_eval_examples: Optional[int] = None
+    max_eval_examples: Optional[int] = None  # a fixed random subset (the same for every seed)
     length_grouped: bool = False  # batch training examples of similar length together
     data_dir: Optional[str] = "${oc.env:GPTBENCH_DATA,null}"  # root of the benchmark data
     num_workers: int = 0
     val_checks_per_epoch: int = 1
     checkpoint_every_n_steps: Optional[int] = None  # besides every epoch end (long epochs: MNLI, QQP)
+    # Split substitutions, recorded in results.json: split -> another split of the task or a file
+    # in the split's format, e.g. {train: dev, dev: test} trains on SNLI dev, selects on test.
+    splits: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass

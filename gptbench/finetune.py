@@ -25,7 +25,7 @@ from gptbench.metrics import make_metric
 from gptbench.model import GPT, GPTConfig
 from gptbench.pretrain import build_tokenizer, run_tokenizer
 from gptbench.task_data import TaskDataModule
-from gptbench.tasks import TaskSpec, get_task
+from gptbench.tasks import SplitUnavailable, TaskSpec, get_task
 from gptbench.tokenizer import Tokenizer
 from gptbench.training import (
     RngStateMixin,
@@ -67,16 +67,23 @@ class TaskHead(nn.Module):
 
 
 class FinetuneModule(RngStateMixin, L.LightningModule):
-    def __init__(self, model: GPT, task: TaskSpec, optim: FinetuneConfig, total_steps: int):
+    """``eval_splits`` names the evaluation dataloaders in order (the data module's list)."""
+
+    def __init__(self, model: GPT, task: TaskSpec, optim: FinetuneConfig, total_steps: int, eval_splits: list[str]):
         super().__init__()
-        self.total_steps = total_steps
+        self.total_steps, self.eval_splits = total_steps, eval_splits
         self.save_hyperparameters({"task": task.name, "finetune": asdict(optim), "gpt_config": asdict(model.config)})
         self.model, self.task, self.optim = model, task, optim
         self.head = TaskHead(model.config.n_embd, task.transformation, task.num_outputs, optim.clf_pdrop,
                              model.config.initializer_range)  # fmt: skip
+        # One metric set per evaluation split, and per group within it (RACE-m, RACE-h).
+        scored = {*task.eval_splits, *task.test_splits}
         self.metrics = nn.ModuleDict({
-            split: nn.ModuleDict({m: make_metric(m, task.num_outputs) for m in task.metrics})
-            for split in task.eval_splits
+            split: nn.ModuleDict({
+                population: nn.ModuleDict({m: make_metric(m, task.num_outputs) for m in task.metrics})
+                for population in ("all", *task.groups)
+            })
+            for split in sorted(scored)
         })  # fmt: skip
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
@@ -116,19 +123,27 @@ class FinetuneModule(RngStateMixin, L.LightningModule):
         return loss
 
     def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
-        split = self.task.eval_splits[dataloader_idx]
+        split = self.eval_splits[dataloader_idx]
         logits, _ = self(batch["input_ids"], batch["attention_mask"])
         self.log(f"{split}/loss", self.task_loss(logits, batch["labels"]), add_dataloader_idx=False,
                  batch_size=len(logits))  # fmt: skip
-        preds = self.predictions(logits)
-        for metric in self.metrics[split].values():
-            metric.update(preds, batch["labels"])
+        preds, labels = self.predictions(logits), batch["labels"]
+        for metric in self.metrics[split]["all"].values():
+            metric.update(preds, labels)
+        for g, group in enumerate(self.task.groups):
+            chosen = batch["groups"] == g
+            if chosen.any():
+                for metric in self.metrics[split][group].values():
+                    metric.update(preds[chosen], labels[chosen])
 
     def on_validation_epoch_end(self) -> None:
-        for split, metrics in self.metrics.items():
-            for name, metric in metrics.items():
-                self.log(f"{split}/{name}", metric.compute(), prog_bar=True)
-                metric.reset()
+        for split in self.eval_splits:
+            for population, metrics in self.metrics[split].items():
+                prefix = split if population == "all" else f"{split}/{population}"
+                for name, metric in metrics.items():
+                    if metric.update_count:
+                        self.log(f"{prefix}/{name}", metric.compute(), prog_bar=population == "all")
+                    metric.reset()
 
     def configure_optimizers(self):
         o = self.optim
@@ -178,6 +193,11 @@ def run_finetune(cfg: ExperimentConfig) -> dict:
     """Fine-tune cfg.finetune.task; returns (and writes) the results of the best epoch."""
     f = cfg.finetune
     task = get_task(f.task)
+    if task.zero_shot_only:
+        raise ConfigError(f"finetune.task={task.name}: this task is zero-shot only (no fine-tuning)")
+    unknown = sorted(set(f.splits) - set(task.all_splits))
+    if unknown:
+        raise ConfigError(f"finetune.splits: {unknown} are not splits of {task.name} (splits: {list(task.all_splits)})")
     data_root = require_dir(f.data_dir, "finetune.data_dir", "GPTBENCH_DATA", "the benchmark data root") if f.data_dir else None
     stage_dir = cfg.run_dir / "finetune" / task.name / f"seed{cfg.seed}"
     if (stage_dir / "results.json").is_file():
@@ -188,10 +208,11 @@ def run_finetune(cfg: ExperimentConfig) -> dict:
     model, tokenizer, init_source = initial_model(cfg)
     atomic_write_text(stage_dir / "config.yaml", to_yaml(cfg))
     data = TaskDataModule(task, tokenizer, model.config.n_ctx, data_root, Path(cfg.cache_dir), f.batch_size, cfg.seed,
-                          f.max_train_examples, f.max_eval_examples, f.length_grouped, f.num_workers)  # fmt: skip
+                          f.max_train_examples, f.max_eval_examples, f.length_grouped, f.num_workers,
+                          sources=dict(f.splits))  # fmt: skip
     data.setup()
     steps_per_epoch = -(-len(data.splits[task.train_split]) // f.batch_size)
-    module = FinetuneModule(model, task, f, total_steps=steps_per_epoch * f.epochs)
+    module = FinetuneModule(model, task, f, total_steps=steps_per_epoch * f.epochs, eval_splits=data.eval_splits)
     selection = f"{task.eval_splits[0]}/{task.metrics[0]}"
     best = ModelCheckpoint(stage_dir / "checkpoints", filename="best", monitor=selection, mode="max", save_top_k=1,
                            auto_insert_metric_name=False, enable_version_counter=False)  # fmt: skip
@@ -206,18 +227,38 @@ def run_finetune(cfg: ExperimentConfig) -> dict:
     trainer.fit(module, datamodule=data, ckpt_path=ckpt)
     if trainer.interrupted or trainer.current_epoch < f.epochs:
         raise SystemExit(f"fine-tuning stopped in epoch {trainer.current_epoch}/{f.epochs}; rerun with resume=true")
+
+    # Score the best epoch on the evaluation splits and on every labelled test split present.
     best_ckpt = torch.load(best.best_model_path, map_location="cpu", weights_only=True)
     module.load_state_dict(best_ckpt["state_dict"])
-    scores = trainer.validate(module, datamodule=data, verbose=False)[0]
+    unavailable = {}
+    for split in task.test_splits:
+        try:
+            data.load(split)
+            data.eval_splits.append(split)
+        except SplitUnavailable as e:
+            unavailable[split] = str(e)
+    scores = trainer.validate(module, datamodule=data, verbose=False)
+    scores = {k: v for d in scores for k, v in d.items()}
     results = {
         "task": task.name,
         "transformation": task.transformation,
         "selection_metric": selection,
-        "metrics": {split: {m: scores[f"{split}/{m}"] for m in task.metrics} for split in task.eval_splits},
+        "metrics": {
+            split: {k.removeprefix(f"{split}/"): v for k, v in sorted(scores.items())
+                    if k.startswith(f"{split}/") and not k.endswith("/loss")}
+            for split in data.eval_splits
+        },  # fmt: skip
         "best_epoch": best_ckpt["epoch"],
         "best_step": best_ckpt["global_step"],
-        "examples": {split: len(ds) for split, ds in data.splits.items()},
-        "data_source": str(data_root / task.data_subdir) if data_root else f"hub:{task.hub.path}/{task.hub.name}",
+        "splits": {
+            split: {"examples": len(data.splits[split]), "source": info.source, "dropped": info.dropped,
+                    "truncated": int(sum(info.data["truncated"]))}
+            for split, info in data.info.items()
+        },  # fmt: skip
+        "substitutions": dict(f.splits),  # reports flag numbers whose split is not the official one
+        "unavailable": unavailable,
+        "data_source": str(data_root / task.data_subdir) if data_root else f"hub:{task.hub.path}",
         "init": init_source,
         "seed": cfg.seed,
         "finetune": asdict(f),
@@ -226,4 +267,6 @@ def run_finetune(cfg: ExperimentConfig) -> dict:
     atomic_write_json(stage_dir / "results.json", results)
     for split, metrics in results["metrics"].items():
         print(f"{task.name} {split}: " + ", ".join(f"{m}={v:.4f}" for m, v in metrics.items()))
+    for split, why in unavailable.items():
+        print(f"{task.name} {split}: not scored ({why})")
     return json.loads((stage_dir / "results.json").read_text())  # as a later run will read it

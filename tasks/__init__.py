@@ -1,9 +1,10 @@
 """Benchmark tasks, one declarative spec per module (installed as ``gptbench.tasks``)."""
 
-from gptbench.tasks import sst2
+from gptbench.tasks import cola, dprd, mnli, mrpc, qnli, qqp, race, rte, scitail, snli, sst2, stsb, story_cloze, wnli
 from gptbench.tasks.base import DataError, SplitUnavailable, TaskSpec
 
-TASKS: dict[str, TaskSpec] = {spec.name: spec for spec in (sst2.SPEC,)}
+_MODULES = (cola, sst2, mrpc, qqp, stsb, mnli, snli, scitail, qnli, rte, wnli, race, story_cloze, dprd)
+TASKS: dict[str, TaskSpec] = {m.SPEC.name: m.SPEC for m in _MODULES}
 
 
 def get_task(name: str) -> TaskSpec:

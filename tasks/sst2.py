@@ -1,4 +1,4 @@
-"""SST-2: binary sentence sentiment (GLUE). Classification, accuracy."""
+"""SST-2 (GLUE): binary sentence sentiment. Classification, accuracy."""
 
 from gptbench.tasks.base import HubSource, TaskSpec, TsvSource
 
@@ -11,9 +11,8 @@ SPEC = TaskSpec(
     splits={
         "train": TsvSource("train.tsv", columns={"text": 0}, label=1),
         "dev": TsvSource("dev.tsv", columns={"text": 0}, label=1),
+        "test": TsvSource("test.tsv", columns={"text": 1}),  # unlabelled (GLUE server)
     },
-    hub=HubSource(
-        "nyu-mll/glue", "sst2", splits={"train": "train", "dev": "validation"}, columns={"text": "sentence"},
-        label_map={"negative": "0", "positive": "1"},  # the hub's ClassLabel names
-    ),
-)
+    hub=HubSource("nyu-mll/glue", "sst2", splits={"train": "train", "dev": "validation", "test": "test"},
+                  columns={"text": "sentence"}, label_map={"negative": "0", "positive": "1"}),
+)  # fmt: skip

@@ -1,9 +1,11 @@
 import json
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import tiny_overrides
+from conftest import DATA, tiny_overrides
 from test_pretrain import crash_at
 
 import gptbench.finetune as finetune
@@ -27,7 +29,8 @@ def test_sst2_end_to_end(pretrained):
     saved = json.loads((cfg.run_dir / "finetune" / "sst2" / "seed1234" / "results.json").read_text())
     assert saved == results
     assert set(saved["metrics"]) == {"dev"} and 0.0 <= saved["metrics"]["dev"]["accuracy"] <= 1.0
-    assert saved["examples"] == {"train": 96, "dev": 64}
+    assert {k: v["examples"] for k, v in saved["splits"].items()} == {"train": 96, "dev": 64}
+    assert saved["substitutions"] == {} and saved["unavailable"] == {}
     assert saved["selection_metric"] == "dev/accuracy" and saved["best_epoch"] in (0, 1)
     assert saved["init"].endswith("pretrain/model")
     assert finetune.run_finetune(cfg) == saved  # idempotent: a finished run is not redone
@@ -54,7 +57,7 @@ def test_finetune_resume_after_a_crash_is_exact(pretrained, monkeypatch):
 def tiny_module(task="sst2", **optim):
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=50, n_ctx=16, n_embd=16, n_layer=1, n_head=2))
-    return finetune.FinetuneModule(model, get_task(task), FinetuneConfig(**optim), total_steps=10)
+    return finetune.FinetuneModule(model, get_task(task), FinetuneConfig(**optim), total_steps=10, eval_splits=["dev"])
 
 
 def test_lm_loss_averages_real_positions_per_sequence():
@@ -107,3 +110,86 @@ def test_foreign_weights_must_match_the_tokenizer(pretrained, tmp_path):
         finetune.initial_model(load_config("smoke", pretrained + [f"finetune.init={tmp_path}", "tokenizer.kind=gpt1"]))
     with pytest.raises(ConfigError, match="no tokenizer/ beside the weights"):
         finetune.initial_model(load_config("smoke", pretrained + [f"finetune.init={tmp_path}"]))
+
+
+def write_tsv(path, header, rows):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(["\t".join(header), *("\t".join(map(str, r)) for r in rows)]) + "\n")
+
+
+def written_data(root):
+    """Small files in the original formats of the splits absent here (MNLI, QQP, QNLI, SciTail)."""
+    sentences = [r["text"] for r in get_task("sst2").read("dev", DATA)[0][:40]]
+    pairs = list(zip(sentences[:20], sentences[20:]))
+    mnli = ["index", "promptID", "pairID", "genre", "s1b", "s2b", "s1p", "s2p", "sentence1", "sentence2", "label1"]
+    labels = ("entailment", "neutral", "contradiction")
+    write_tsv(root / "glue/MNLI/train.tsv", mnli + ["gold_label"],
+              [(i, 0, 0, "g", "(", "(", "(", "(", a, b, labels[i % 3], labels[i % 3]) for i, (a, b) in enumerate(pairs)])
+    for name in ("dev_matched", "dev_mismatched"):
+        write_tsv(root / f"glue/MNLI/{name}.tsv", mnli + ["label2", "label3", "label4", "label5", "gold_label"],
+                  [(i, 0, 0, "g", "(", "(", "(", "(", a, b, *[labels[i % 3]] * 6) for i, (a, b) in enumerate(pairs)])
+    for name in ("train", "dev"):
+        write_tsv(root / f"glue/QQP/{name}.tsv", ["id", "qid1", "qid2", "question1", "question2", "is_duplicate"],
+                  [(i, 1, 2, a, b, i % 2) for i, (a, b) in enumerate(pairs)])
+        write_tsv(root / f"glue/QNLI/{name}.tsv", ["index", "question", "sentence", "label"],
+                  [(i, a, b, ("entailment", "not_entailment")[i % 2]) for i, (a, b) in enumerate(pairs)])
+    for name in ("train", "dev", "test"):
+        rows = "".join(f"{a}\t{b}\t{('entails', 'neutral')[i % 2]}\n" for i, (a, b) in enumerate(pairs))
+        path = root / f"scitail/SciTailV1.1/tsv_format/scitail_1.0_{name}.tsv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(rows)
+    return root
+
+
+EXPECTED_METRICS = {
+    "cola": {"dev": ["accuracy", "matthews"]},
+    "sst2": {"dev": ["accuracy"]},
+    "mrpc": {"dev": ["accuracy", "f1"]},
+    "stsb": {"dev": ["pearson", "spearman"]},
+    "rte": {"dev": ["accuracy"]},
+    "wnli": {"dev": ["accuracy"]},
+    "race": {"dev": ["accuracy", "high/accuracy", "middle/accuracy"]},
+    "story_cloze": {"dev": ["accuracy"], "test": ["accuracy"]},
+    "snli": {"dev": ["accuracy"], "test": ["accuracy"]},
+    "mnli": {"dev_matched": ["accuracy"], "dev_mismatched": ["accuracy"]},
+    "qqp": {"dev": ["accuracy", "f1"]},
+    "qnli": {"dev": ["accuracy"]},
+    "scitail": {"dev": ["accuracy"], "test": ["accuracy"]},
+}
+
+
+@pytest.mark.parametrize("task", sorted(EXPECTED_METRICS))
+def test_smoke_finetune_of_every_task(pretrained, task, tmp_path):
+    overrides = [f"finetune.task={task}", "finetune.epochs=1", "finetune.max_train_examples=32",
+                 "finetune.max_eval_examples=32", f"name=every_{task}"]  # fmt: skip
+    if task in ("mnli", "qqp", "qnli", "scitail"):  # absent here: files written in the original format
+        overrides.append(f"finetune.data_dir={written_data(tmp_path)}")
+    if task == "snli":  # no train split here: train on dev, select on test (recorded)
+        overrides += ["finetune.splits.train=dev", "finetune.splits.dev=test"]
+    cfg = load_config("smoke", pretrained + overrides + [f"finetune.init={Path(pretrained_model(pretrained))}"])
+    results = finetune.run_finetune(cfg)
+    assert {split: sorted(m) for split, m in results["metrics"].items()} == EXPECTED_METRICS[task]
+    for metrics in results["metrics"].values():
+        assert all(np.isfinite(v) for v in metrics.values())
+    if task == "snli":
+        assert results["substitutions"] == {"train": "dev", "dev": "test"}
+        assert results["splits"]["train"]["source"] == "split dev"
+    if task == "scitail":  # read from the original tsv_format, not this machine's CSV conversion
+        assert results["splits"]["test"]["source"] == "test" and results["splits"]["test"]["examples"] == 20
+    if task == "race":
+        assert results["unavailable"] == {"test": results["unavailable"]["test"]}
+        assert "not found" in results["unavailable"]["test"]
+
+
+def pretrained_model(base):
+    runs = next(o.split("=", 1)[1] for o in base if o.startswith("runs_dir="))
+    return Path(runs) / "tiny" / "pretrain" / "model"
+
+
+def test_zero_shot_task_and_unknown_split_are_config_errors(pretrained):
+    from gptbench.config import ConfigError
+
+    with pytest.raises(ConfigError, match="zero-shot only"):
+        finetune.run_finetune(load_config("smoke", pretrained + ["finetune.task=dprd"]))
+    with pytest.raises(ConfigError, match=r"\['validation'\] are not splits of sst2"):
+        finetune.run_finetune(load_config("smoke", pretrained + ["finetune.splits.validation=dev"]))
