@@ -282,6 +282,19 @@ class HubSource:
     drop_unlabelled: bool = False  # rows labelled -1 outside test splits (SNLI: no gold label)
 
 
+def glue_splits(columns: Mapping[str, Column], label: int, test_columns: Mapping[str, Column] | None = None,
+                header: bool = True) -> dict[str, TsvSource]:  # fmt: skip
+    """GLUE's train.tsv / dev.tsv (labelled) and test.tsv (unlabelled, for the GLUE server)."""
+    labelled = {split: TsvSource(f"{split}.tsv", columns=columns, label=label, header=header) for split in ("train", "dev")}
+    return {**labelled, "test": TsvSource("test.tsv", columns=test_columns or columns)}
+
+
+def glue_hub(config: str, columns: Mapping[str, Column], label_map: Mapping[str, str] | None = None) -> HubSource:
+    """The same task in nyu-mll/glue on the Hugging Face hub."""
+    splits = {"train": "train", "dev": "validation", "test": "test"}
+    return HubSource("nyu-mll/glue", config, splits=splits, columns=columns, label_map=label_map or {})
+
+
 @dataclass(frozen=True)
 class TaskSpec:
     name: str

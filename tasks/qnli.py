@@ -3,9 +3,7 @@
 The sentence is the premise (truncated if needed) and the question the hypothesis (never cut).
 """
 
-from gptbench.tasks.base import HubSource, TaskSpec, TsvSource
-
-_PAIR = {"premise": 2, "hypothesis": 1}  # index, question, sentence, label
+from gptbench.tasks.base import TaskSpec, glue_hub, glue_splits
 
 SPEC = TaskSpec(
     name="qnli",
@@ -14,11 +12,6 @@ SPEC = TaskSpec(
     metrics=("accuracy",),
     truncate="premise",
     data_subdir="glue/QNLI",
-    splits={
-        "train": TsvSource("train.tsv", columns=_PAIR, label=3),
-        "dev": TsvSource("dev.tsv", columns=_PAIR, label=3),
-        "test": TsvSource("test.tsv", columns=_PAIR),
-    },
-    hub=HubSource("nyu-mll/glue", "qnli", splits={"train": "train", "dev": "validation", "test": "test"},
-                  columns={"premise": "sentence", "hypothesis": "question"}),
-)  # fmt: skip
+    splits=glue_splits({"premise": 2, "hypothesis": 1}, label=3),  # index, question, sentence, label
+    hub=glue_hub("qnli", {"premise": "sentence", "hypothesis": "question"}),
+)

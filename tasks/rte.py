@@ -1,8 +1,6 @@
 """RTE (GLUE): 2-way entailment, accuracy."""
 
-from gptbench.tasks.base import HubSource, TaskSpec, TsvSource
-
-_PAIR = {"premise": 1, "hypothesis": 2}  # index, sentence1, sentence2, label
+from gptbench.tasks.base import TaskSpec, glue_hub, glue_splits
 
 SPEC = TaskSpec(
     name="rte",
@@ -11,11 +9,6 @@ SPEC = TaskSpec(
     metrics=("accuracy",),
     truncate="premise",
     data_subdir="glue/RTE",
-    splits={
-        "train": TsvSource("train.tsv", columns=_PAIR, label=3),
-        "dev": TsvSource("dev.tsv", columns=_PAIR, label=3),
-        "test": TsvSource("test.tsv", columns=_PAIR),
-    },
-    hub=HubSource("nyu-mll/glue", "rte", splits={"train": "train", "dev": "validation", "test": "test"},
-                  columns={"premise": "sentence1", "hypothesis": "sentence2"}),
-)  # fmt: skip
+    splits=glue_splits({"premise": 1, "hypothesis": 2}, label=3),  # index, sentence1, sentence2, label
+    hub=glue_hub("rte", {"premise": "sentence1", "hypothesis": "sentence2"}),
+)
