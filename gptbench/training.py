@@ -115,7 +115,10 @@ class ResumableSampler(Sampler[int]):
             for i in range(0, self.n, chunk):
                 grouped += sorted(order[i : i + chunk], key=lambda j: -self.lengths[j])
             batches = [grouped[i : i + self.batch_size] for i in range(0, self.n, self.batch_size)]
-            order = [j for b in torch.randperm(len(batches), generator=g).tolist() for j in batches[b]]
+            # Shuffle whole batches; a short last batch stays last so every batch stays aligned.
+            full = [b for b in batches if len(b) == self.batch_size]
+            rest = [j for b in batches if len(b) < self.batch_size for j in b]
+            order = [j for b in torch.randperm(len(full), generator=g).tolist() for j in full[b]] + rest
         return order
 
     def __iter__(self):

@@ -259,3 +259,24 @@ def test_data_command_prints_counts(capsys):
     assert "dev" in out and "9,842" in out and "158 rows without a gold label dropped" in out
     assert "train            absent" in out
     assert main(["data", "nope", "--data-dir", str(DATA)]) == 2
+
+
+def test_encoded_splits_are_cached(gpt1_tokenizer, tmp_path, monkeypatch):
+    from gptbench import task_data
+
+    first_run = task_data.load_encoded(get_task("rte"), "dev", gpt1_tokenizer, 128, DATA, tmp_path)
+    monkeypatch.setattr(task_data, "encode_split", lambda *a: pytest.fail("tokenized again"))
+    again = task_data.load_encoded(get_task("rte"), "dev", gpt1_tokenizer, 128, DATA, tmp_path)
+    assert again.data["input_ids"] == first_run.data["input_ids"] and len(again.data) == 277
+
+
+def test_length_grouped_sampler_is_a_permutation_with_homogeneous_batches():
+    from gptbench.training import ResumableSampler
+
+    lengths = list(np.random.default_rng(0).integers(5, 500, size=1000))
+    grouped = ResumableSampler(1000, seed=3, lengths=lengths, batch_size=16).order()
+    assert sorted(grouped) == list(range(1000))
+    spread = lambda order: np.mean([np.ptp([lengths[i] for i in order[k:k + 16]]) for k in range(0, 1000, 16)])  # noqa: E731
+    plain = ResumableSampler(1000, seed=3).order()
+    assert spread(grouped) < 0.2 * spread(plain)
+    assert grouped != ResumableSampler(1000, seed=4, lengths=lengths, batch_size=16).order()  # still shuffled
