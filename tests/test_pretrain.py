@@ -97,3 +97,18 @@ def test_missing_corpus_is_a_config_error(tmp_path):
     cfg = load_config("smoke", ["corpus.path=" + str(tmp_path / "nope"), f"runs_dir={tmp_path}"])
     with pytest.raises(ConfigError, match="corpus.path=.*directory does not exist"):
         pretrain.run_pretrain(cfg)
+
+
+def test_weight_decay_only_on_matrices_and_schedules():
+    from gptbench import GPT, GPTConfig
+    from gptbench.training import adamw, warmup_cosine, warmup_linear
+
+    model = GPT(GPTConfig(vocab_size=50, n_ctx=8, n_embd=16, n_layer=1, n_head=2))
+    decay, no_decay = adamw(model, 1e-3, 0.01, (0.9, 0.999), 1e-8).param_groups
+    assert decay["weight_decay"] == 0.01 and no_decay["weight_decay"] == 0.0
+    assert all(p.dim() >= 2 for p in decay["params"]) and all(p.dim() < 2 for p in no_decay["params"])
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
+    cosine = warmup_cosine(warmup=10, total=110)
+    assert [cosine(s) for s in (0, 5, 10, 60, 110)] == pytest.approx([0.0, 0.5, 1.0, 0.5, 0.0])
+    linear = warmup_linear(warmup=2, total=1000)  # 0.2% of 1000 updates
+    assert [linear(s) for s in (0, 1, 2, 501, 1000)] == pytest.approx([0.0, 0.5, 1.0, 0.5, 0.0])
