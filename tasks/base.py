@@ -349,7 +349,13 @@ class TaskSpec:
                 raise SplitUnavailable(f"task {self.name}: split {split!r} has no local source")
             source = self.splits[split] if file is None else self.splits[split].with_file(str(Path(file).resolve()))
             root = Path(data_root or ".") / self.data_subdir
-            records, dropped = source.read(root)
+            try:
+                records, dropped = source.read(root)
+            except SplitUnavailable as e:
+                raise SplitUnavailable(
+                    f"task {self.name}, split {split!r}: {e} (to use other data, set finetune.splits.{split}="
+                    "another split of the task or a file in this split's format)"
+                ) from None
         else:
             records, dropped = _read_hub(self, split), 0
         fields = TRANSFORMATION_FIELDS[self.transformation]
