@@ -29,7 +29,7 @@ class TokenizerConfig:
     kind: str = "gpt1"  # gpt1: OpenAI's released 40k BPE | trained: learn a BPE on the corpus
     gpt1_dir: Optional[str] = "${oc.env:GPTBENCH_GPT1,null}"  # encoder_bpe_40000.json, vocab_40000.bpe
     vocab_size: int = 8000  # trained only: BPE vocabulary size
-    train_bytes: int = 4_000_000  # trained only: bytes of training books used to learn merges
+    train_bytes: int = 4_000_000  # trained only: about this many characters of training books
 
 
 @dataclass
