@@ -99,58 +99,61 @@ class FileSource(ABC):
 
 
 @dataclass(frozen=True)
-class TsvSource(FileSource):
-    """GLUE-style TSV: tab-separated, quoting disabled (MRPC/STS-B contain stray quotes), UTF-8
-    with an optional BOM. Rows with too few columns are errors, never skipped."""
+class ColumnSource(FileSource):
+    """A file of rows whose columns map onto record fields (TSV, CSV, JSON lines)."""
 
     columns: Mapping[str, Column] = field(default_factory=dict)
-    label: int | None = None  # label column; negative counts from the end (MNLI's gold_label)
+    label: int | str | None = None  # the label column; None for unlabelled files
+
+    def column_names(self) -> list:
+        names = [c for v in self.columns.values() for c in (v if isinstance(v, tuple) else (v,))]
+        return names + ([] if self.label is None else [self.label])
+
+    def record(self, get, where: str) -> Record:
+        record = _assemble(get, self.columns, where)
+        if self.label is not None:
+            record["label"] = get(self.label)
+        return record
+
+
+@dataclass(frozen=True)
+class TsvSource(ColumnSource):
+    """GLUE-style TSV: tab-separated, quoting disabled (MRPC/STS-B contain stray quotes), UTF-8
+    with an optional BOM. ``label`` may be negative (MNLI's gold_label is the last column).
+    Rows with too few columns are errors, never skipped."""
+
     header: bool = True
 
     def rows(self, path: Path) -> Iterator[Record]:
-        cols = [c for v in self.columns.values() for c in (v if isinstance(v, tuple) else (v,))]
-        needed = max([*cols, -1 if self.label is None or self.label < 0 else self.label]) + 1
+        needed = max(c + 1 if c >= 0 else -c for c in self.column_names())
         with open(path, encoding="utf-8-sig", newline="") as f:
             for lineno, row in enumerate(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE), start=1):
                 if lineno == 1 and self.header:
                     continue
-                if len(row) < max(needed, 1 if self.label is None else -self.label):
+                if len(row) < needed:
                     raise DataError(f"{path}:{lineno}: expected at least {needed} tab-separated columns, got {len(row)}")
-                record = _assemble(row.__getitem__, self.columns, f"{path}:{lineno}")
-                if self.label is not None:
-                    record["label"] = row[self.label]
-                yield record
+                yield self.record(row.__getitem__, f"{path}:{lineno}")
 
 
 @dataclass(frozen=True)
-class CsvSource(FileSource):
+class CsvSource(ColumnSource):
     """A CSV file with a header row; columns are named."""
-
-    columns: Mapping[str, Column] = field(default_factory=dict)
-    label: str | None = None
 
     def rows(self, path: Path) -> Iterator[Record]:
         with open(path, encoding="utf-8-sig", newline="") as f:
             reader = csv.DictReader(f)
-            wanted = [c for v in self.columns.values() for c in (v if isinstance(v, tuple) else (v,))]
-            missing = [c for c in [*wanted, *([self.label] if self.label else [])] if c not in (reader.fieldnames or [])]
+            missing = [c for c in self.column_names() if c not in (reader.fieldnames or [])]
             if missing:
                 raise DataError(f"{path}:1: missing column(s) {missing}; header has {reader.fieldnames}")
             for lineno, row in enumerate(reader, start=2):
                 if None in row or any(v is None for v in row.values()):
                     raise DataError(f"{path}:{lineno}: expected {len(reader.fieldnames)} comma-separated fields")
-                record = _assemble(row.__getitem__, self.columns, f"{path}:{lineno}")
-                if self.label:
-                    record["label"] = row[self.label]
-                yield record
+                yield self.record(row.__getitem__, f"{path}:{lineno}")
 
 
 @dataclass(frozen=True)
-class JsonlSource(FileSource):
+class JsonlSource(ColumnSource):
     """One JSON object per line (SNLI's original .jsonl)."""
-
-    columns: Mapping[str, Column] = field(default_factory=dict)
-    label: str | None = None
 
     def rows(self, path: Path) -> Iterator[Record]:
         with open(path, encoding="utf-8") as f:
@@ -162,12 +165,9 @@ class JsonlSource(FileSource):
                 except json.JSONDecodeError as e:
                     raise DataError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
                 try:
-                    record = _assemble(obj.__getitem__, self.columns, f"{path}:{lineno}")
-                    if self.label:
-                        record["label"] = obj[self.label]
+                    yield self.record(obj.__getitem__, f"{path}:{lineno}")
                 except KeyError as e:
                     raise DataError(f"{path}:{lineno}: missing key {e.args[0]!r}") from None
-                yield record
 
 
 @dataclass(frozen=True)
