@@ -151,8 +151,7 @@ class FinetuneModule(RngStateMixin, L.LightningModule):
         # total_steps is computed by the caller: Trainer.estimated_stepping_batches would load the
         # train dataloader before a checkpoint is restored, and the resumed epoch would then
         # start from its first batch instead of where it stopped.
-        warmup = int(o.warmup_fraction * self.total_steps)
-        schedule = warmup_linear(warmup, self.total_steps)
+        schedule = warmup_linear(o.warmup_fraction, self.total_steps)
         return {"optimizer": optimizer, "lr_scheduler": step_scheduler(optimizer, schedule)}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:

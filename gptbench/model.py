@@ -8,7 +8,10 @@ GPT-1 specifics that differ from GPT-2-style code:
 - the token embedding holds the BPE vocabulary followed by ``n_special`` task tokens
   (start, delimiter, extract), and the LM head is tied to the whole table;
 - position ids follow the attention mask, so left or right padding leaves every
-  non-pad position's output unchanged.
+  non-pad position's output unchanged;
+- embedding dropout, as in the released code, drops entries of the embedding *tables* (not of
+  the summed input vectors, as the Hugging Face port does), and the LM head projects onto the
+  same dropped token table that fed the input lookup.
 
 Loading and saving other formats (Hugging Face, OpenAI's .npy shards) lives in
 :mod:`gptbench.checkpoints`; this module only defines the network.
@@ -135,7 +138,10 @@ class GPT(nn.Module):
         self.config = config
         self.tokens_embed = nn.Embedding(config.n_tokens, config.n_embd)
         self.positions_embed = nn.Embedding(config.n_ctx, config.n_embd)
-        self.drop = nn.Dropout(config.embd_pdrop)
+        self.embd_pdrop = config.embd_pdrop
+        # The token table of the last training-mode forward, after dropout: the tied LM head
+        # must use the very table (and dropout mask) that the input lookup used.
+        self._dropped_tokens_table: torch.Tensor | None = None
         self.h = nn.ModuleList([Block(config) for _ in range(config.n_layer)])
         self.apply(self._init_weights)
 
@@ -194,16 +200,34 @@ class GPT(nn.Module):
             mask = ((key <= query) & keep[:, None, :]) | (key == query)  # (B, T, T_past + T)
             mask = mask[:, None, :, :]  # (B, 1, T, T_past + T), broadcast over heads
 
-        x = self.drop(self.tokens_embed(input_ids) + self.positions_embed(positions))  # (B, T, C)
+        tokens_table, positions_table = self.embedding_tables()  # (V, C), (n_ctx, C)
+        x = F.embedding(input_ids, tokens_table) + F.embedding(positions, positions_table)  # (B, T, C)
         presents = []
         for i, block in enumerate(self.h):
             x, present = block(x, mask, None if past_key_values is None else past_key_values[i])
             presents.append(present)
         return x, tuple(presents)
 
+    def embedding_tables(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The token and position tables (V, C), (n_ctx, C), with dropout applied in training
+        mode: the released code's ``we = dropout(we, embd_pdrop, train)`` on its one table that
+        stacks tokens and positions. Remembers the dropped token table for :meth:`lm_head`."""
+        tokens, positions = self.tokens_embed.weight, self.positions_embed.weight
+        if not self.training or self.embd_pdrop == 0:
+            self._dropped_tokens_table = None
+            return tokens, positions
+        tokens = F.dropout(tokens, self.embd_pdrop, training=True)
+        positions = F.dropout(positions, self.embd_pdrop, training=True)
+        self._dropped_tokens_table = tokens
+        return tokens, positions
+
     def lm_head(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Project hidden states (..., C) onto the tied token embedding -> (..., vocab + special)."""
-        return F.linear(hidden, self.tokens_embed.weight)
+        """Project hidden states (..., C) onto the tied token embedding -> (..., vocab + special).
+
+        In training mode this is the dropped table of the preceding forward pass (the released
+        code's tied head); in eval mode, the table itself."""
+        table = self._dropped_tokens_table if self.training else None
+        return F.linear(hidden, self.tokens_embed.weight if table is None else table)
 
     def lm_logits(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None

@@ -36,14 +36,19 @@ _BPE_FILE = "tokenizer.json"
 _PARALLEL_MIN_TEXTS = 2048
 
 
+# The released pattern is a plain (not raw) string literal, so its '\\+' alternative compiles to
+# '\+', a single literal plus (already matched by '\++'): runs of backslashes are NOT padded with
+# spaces. This is the pattern exactly as the released code compiles it.
+_PUNCTUATION_RUNS = re.compile(r"""(-+|~+|!+|"+|;+|\?+|\++|,+|\)+|\(+|\+|\/+|\*+|\[+|\]+|}+|{+|\|+|_+)""")
+
+
 def text_standardize(text: str) -> str:
     """The released code's standardisation: unify dashes/ellipses, pad punctuation runs with
-    spaces, turn every newline into its own token, collapse other whitespace."""
+    spaces (backslashes excepted, see ``_PUNCTUATION_RUNS``), turn every newline into its own
+    token, collapse other whitespace."""
     text = text.replace("\u2014", "-").replace("\u2013", "-").replace("\u2015", "-")
     text = text.replace("\u2026", "...").replace("\u00b4", "'")
-    text = re.sub(
-        r"""(-+|~+|!+|"+|;+|\?+|\++|,+|\)+|\(+|\\+|\/+|\*+|\[+|\]+|}+|{+|\|+|_+)""", r" \1 ", text
-    )
+    text = _PUNCTUATION_RUNS.sub(r" \1 ", text)
     text = re.sub(r"\s*\n\s*", " \n ", text)
     text = re.sub(r"[^\S\n]+", " ", text)
     return text.strip()

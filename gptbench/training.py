@@ -45,13 +45,19 @@ def warmup_cosine(warmup: int, total: int):
     return factor
 
 
-def warmup_linear(warmup: int, total: int):
-    """Linear warm-up over ``warmup`` steps, then linear decay to 0 at ``total``."""
+def warmup_linear(warmup_fraction: float, total: int):
+    """The released code's ``warmup_linear`` on the training progress x = step / total: a linear
+    warm-up over the first ``warmup_fraction`` of updates, times a linear decay to 0,
+    ``(x / warmup if x <= warmup else 1) * (1 - x)``.
+
+    The warm-up is fractional, so it exists even when it lasts less than one update (RTE, MRPC):
+    the first update always runs at learning rate 0, as in the released code.
+    """
 
     def factor(step: int) -> float:
-        if step < warmup:
-            return step / max(1, warmup)
-        return max(0.0, (total - step) / max(1, total - warmup))
+        x = step / total
+        ramp = x / warmup_fraction if x <= warmup_fraction and warmup_fraction > 0 else 1.0
+        return max(0.0, ramp * (1.0 - x))
 
     return factor
 

@@ -3,11 +3,22 @@
 ``gptbench.Tokenizer.gpt1`` must agree with. It deliberately shares no code with gptbench.
 """
 
+import ast
 import json
 import re
+import warnings
 
 import ftfy
 import spacy
+
+
+# text_utils.py's pattern, as its source spells it: a plain (not raw) triple-quoted literal.
+# Evaluating that literal the way Python compiles the released file ('\\+' becomes '\+', the other
+# unknown escapes stay) gives the pattern the released code really ran with.
+_RELEASED_SOURCE_LITERAL = r"""'''(-+|~+|!+|"+|;+|\?+|\++|,+|\)+|\(+|\\+|\/+|\*+|\[+|\]+|}+|{+|\|+|_+)'''"""
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")  # invalid escape sequences such as '\?', as in the original
+    RELEASED_PATTERN = ast.literal_eval(_RELEASED_SOURCE_LITERAL)
 
 
 def get_pairs(word):
@@ -17,7 +28,7 @@ def get_pairs(word):
 def text_standardize(text):
     text = text.replace("—", "-").replace("–", "-").replace("―", "-")
     text = text.replace("…", "...").replace("´", "'")
-    text = re.sub(r"""(-+|~+|!+|"+|;+|\?+|\++|,+|\)+|\(+|\\+|\/+|\*+|\[+|\]+|}+|{+|\|+|_+)""", r" \1 ", text)
+    text = re.sub(RELEASED_PATTERN, r" \1 ", text)
     text = re.sub(r"\s*\n\s*", " \n ", text)
     text = re.sub(r"[^\S\n]+", " ", text)
     return text.strip()

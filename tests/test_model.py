@@ -88,3 +88,32 @@ def test_too_long_input_is_a_clear_error():
 def test_invalid_config(kw, message):
     with pytest.raises(ValueError, match=message):
         GPTConfig(**kw)
+
+
+def test_embedding_dropout_drops_the_table_shared_by_lookup_and_lm_head():
+    """Released code: ``we = dropout(we, embd_pdrop, train)``; the lookup and the tied head both
+    read that dropped table. Rebuilt here by hand: the same masks drawn in the same order, put
+    into an eval-mode twin without dropout, must give the training-mode outputs exactly."""
+    model = tiny(embd_pdrop=0.5, attn_pdrop=0.0, resid_pdrop=0.0).train()
+    ids = torch.randint(0, 100, (2, 7))
+    torch.manual_seed(123)
+    hidden, _ = model(ids)
+    logits = model.lm_head(hidden)
+
+    torch.manual_seed(123)
+    dropped_tokens = torch.nn.functional.dropout(model.tokens_embed.weight, 0.5, training=True)
+    dropped_positions = torch.nn.functional.dropout(model.positions_embed.weight, 0.5, training=True)
+    twin = tiny(embd_pdrop=0.0)
+    with torch.no_grad():
+        twin.tokens_embed.weight.copy_(dropped_tokens)
+        twin.positions_embed.weight.copy_(dropped_positions)
+        expected_hidden, _ = twin(ids)
+    torch.testing.assert_close(hidden, expected_hidden)
+    torch.testing.assert_close(logits, twin.lm_head(expected_hidden))
+    # The head really used the dropped table, not the raw weights.
+    assert not torch.allclose(logits, torch.nn.functional.linear(hidden, model.tokens_embed.weight))
+    # Eval mode: no dropout anywhere, the head reads the table itself.
+    model.eval()
+    with torch.no_grad():
+        h, _ = model(ids)
+    torch.testing.assert_close(model.lm_head(h), torch.nn.functional.linear(h, model.tokens_embed.weight))

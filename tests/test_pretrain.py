@@ -110,5 +110,8 @@ def test_weight_decay_only_on_matrices_and_schedules():
     assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
     cosine = warmup_cosine(warmup=10, total=110)
     assert [cosine(s) for s in (0, 5, 10, 60, 110)] == pytest.approx([0.0, 0.5, 1.0, 0.5, 0.0])
-    linear = warmup_linear(warmup=2, total=1000)  # 0.2% of 1000 updates
-    assert [linear(s) for s in (0, 1, 2, 501, 1000)] == pytest.approx([0.0, 0.5, 1.0, 0.5, 0.0])
+    linear = warmup_linear(warmup_fraction=0.002, total=1000)  # the released formula, x = step / total
+    assert [linear(s) for s in (0, 1, 2, 500, 1000)] == pytest.approx([0.0, 0.5 * 0.999, 0.998, 0.5, 0.0])
+    short = warmup_linear(warmup_fraction=0.002, total=234)  # RTE: 3 epochs of 78 updates; warm-up < 1 update
+    assert short(0) == 0.0 and short(1) == pytest.approx(1 - 1 / 234)
+    assert warmup_linear(warmup_fraction=0.0, total=10)(0) == 1.0  # no warm-up asked for: none

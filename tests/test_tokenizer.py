@@ -48,6 +48,24 @@ def test_known_ids(gpt1_tokenizer, reference):
     assert gpt1_tokenizer.decode(ids) == "it 's a charming - and often affecting ... journey .\nnew line !"
 
 
+BACKSLASH_TEXTS = [
+    r"What is \frac{1}{2} + \sqrt{x} in LaTeX?",  # QQP-style question with LaTeX
+    r"Open C:\Users\me\file.txt and \\server\share",  # Windows paths, a UNC path
+    "a \\ b \\\\ c\\d \\+e",  # lone, doubled and backslash-plus runs
+]
+
+
+def test_backslashes_follow_the_released_pattern(gpt1_tokenizer, reference):
+    """The released pattern compiles '\\\\+' to '\\+' (a plus): backslashes are never padded."""
+    from gptbench.tokenizer import text_standardize
+
+    assert text_standardize(r"C:\dir\\file a+b") == r"C:\dir\\file a + b"
+    for text in BACKSLASH_TEXTS:
+        assert gpt1_tokenizer.encode(text) == reference.encode(text), text
+    # Ids as the released pattern gives them: '\\frac{' stays one spaCy token, not '\\ frac {'.
+    assert gpt1_tokenizer.encode(r"\frac") == reference.encode(r"\frac") != reference.encode(r"\ frac")
+
+
 def test_special_tokens_follow_the_vocabulary(gpt1_tokenizer):
     t = gpt1_tokenizer
     assert t.vocab_size == 40478 and len(t) == 40481
