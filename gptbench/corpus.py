@@ -15,6 +15,7 @@ import hashlib
 import json
 import re
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
+from gptbench.io import default_cache_dir
 from gptbench.tokenizer import Tokenizer
 from gptbench.training import private_generator
 
@@ -125,7 +127,7 @@ def cached_corpus(root: Path, books: BookSplit, tokenizer: Tokenizer, cache_dir:
 
 
 class RandomWindows(IterableDataset):
-    """Endless (x, y) windows of ``n_ctx`` tokens at random offsets, starting at sample ``start``.
+    """Endless (x, y) windows of ``n_ctx`` tokens at random offsets, starting at sample ``start()``.
 
     Offsets are drawn in blocks of 1024 samples from a generator seeded by (seed, block), so
     sample g is the same window whatever sample the iteration started from.
@@ -133,13 +135,13 @@ class RandomWindows(IterableDataset):
 
     BLOCK = 1024
 
-    def __init__(self, tokens: np.ndarray, n_ctx: int, seed: int, start: int = 0):
+    def __init__(self, tokens: np.ndarray, n_ctx: int, seed: int, start: Callable[[], int] = lambda: 0):
         if tokens.size < n_ctx + 1:
             raise ValueError(f"training corpus has {tokens.size} tokens, fewer than n_ctx+1={n_ctx + 1}")
         self.tokens, self.n_ctx, self.seed, self.start = tokens, n_ctx, seed, start
 
     def __iter__(self):
-        g = self.start
+        g = self.start()  # asked when iteration starts, i.e. after a checkpoint is restored
         while True:
             block, offset = divmod(g, self.BLOCK)
             starts = np.random.default_rng([self.seed, block]).integers(
@@ -171,39 +173,60 @@ class ValidationWindows(Dataset):
 
 
 class CorpusDataModule(L.LightningDataModule):
-    def __init__(
-        self,
-        root: Path,
-        tokenizer: Tokenizer,
-        n_ctx: int,
-        batch_size: int,
-        accumulate_grad_batches: int,
-        val_books: int,
-        max_bytes: int | None,
-        val_windows: int,
-        cache_dir: Path,
-        seed: int,
-    ):
+    """Pre-training batches from a folder of books, for any Lightning Trainer.
+
+    Training: endless random ``n_ctx``-token windows of the training books (a resumed run
+    continues with exactly the windows it would have seen); validation: up to ``val_windows``
+    fixed windows of the held-out books. Tokenization happens once (cached).
+
+    Args:
+        root: a folder of ``.txt`` books, searched recursively.
+        tokenizer: the model's tokenizer.
+        n_ctx: window length; default: the attached model's ``config.n_ctx``, else the paper's 512.
+        batch_size: windows per batch (the paper: 64).
+        val_books: whole books held out for validation.
+        max_bytes: use training books (whole) until this many bytes; None = all.
+        cache_dir: default ``$GPTBENCH_CACHE`` or ``~/.cache/gptbench``.
+    """
+
+    def __init__(self, root: str | Path, tokenizer: Tokenizer, *, n_ctx: int | None = None, batch_size: int = 64,
+                 val_books: int = 4, max_bytes: int | None = None, val_windows: int = 256,
+                 cache_dir: str | Path | None = None, seed: int = 1234):  # fmt: skip
         super().__init__()
-        self.root, self.tokenizer, self.n_ctx = Path(root), tokenizer, n_ctx
-        self.batch_size, self.accumulate = batch_size, accumulate_grad_batches
-        self.val_books, self.max_bytes, self.val_windows = val_books, max_bytes, val_windows
-        self.cache_dir, self.seed = Path(cache_dir), seed
+        for name, value in (("batch_size", batch_size), ("val_books", val_books), ("val_windows", val_windows),
+                            ("n_ctx", n_ctx), ("max_bytes", max_bytes)):  # fmt: skip
+            if value is not None and value <= 0:
+                raise ValueError(f"{name} must be positive, got {value}")
+        self.root, self.tokenizer, self._n_ctx = Path(root), tokenizer, n_ctx
+        self.batch_size, self.val_books, self.max_bytes, self.val_windows = batch_size, val_books, max_bytes, val_windows
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        self.seed = seed
         self.tokens: dict[str, np.ndarray] | None = None
+
+    @property
+    def n_ctx(self) -> int:
+        if self._n_ctx is not None:
+            return self._n_ctx
+        model = getattr(getattr(self.trainer, "lightning_module", None), "model", None)
+        return getattr(getattr(model, "config", None), "n_ctx", 512)
 
     def setup(self, stage: str | None = None) -> None:
         if self.tokens is None:
             books = split_books(self.root, self.val_books, self.max_bytes)
             self.tokens = cached_corpus(self.root, books, self.tokenizer, self.cache_dir)
 
+    def _samples_done(self) -> int:
+        """Windows already trained on: the resumed run continues from the next one."""
+        if self.trainer is None:
+            return 0
+        return self.trainer.global_step * self.batch_size * self.trainer.accumulate_grad_batches
+
     def train_dataloader(self) -> DataLoader:
-        # Resume: the loops are restored before this is called, so global_step is the step to
-        # continue from; skip exactly the samples already trained on.
-        step = self.trainer.global_step if self.trainer is not None else 0
-        start = step * self.batch_size * self.accumulate
-        windows = RandomWindows(self.tokens["train"], self.n_ctx, self.seed, start)
+        self.setup()
+        windows = RandomWindows(self.tokens["train"], self.n_ctx, self.seed, start=self._samples_done)
         return DataLoader(windows, batch_size=self.batch_size, generator=private_generator(self.seed))
 
     def val_dataloader(self) -> DataLoader:
+        self.setup()
         windows = ValidationWindows(self.tokens["val"], self.n_ctx, self.val_windows)
         return DataLoader(windows, batch_size=self.batch_size, generator=private_generator(self.seed))

@@ -23,11 +23,12 @@ from gptbench.config import ConfigError, ExperimentConfig, FinetuneConfig, requi
 from gptbench.io import atomic_write_json, atomic_write_text
 from gptbench.metrics import make_metric
 from gptbench.model import GPT, GPTConfig
-from gptbench.pretrain import build_tokenizer, run_tokenizer
-from gptbench.task_data import TaskDataModule
-from gptbench.tasks import SplitUnavailable, TaskSpec, get_task
+from gptbench.task_data import datamodule
+from gptbench.tasks import TaskSpec, get_task
 from gptbench.tokenizer import Tokenizer
+from gptbench.tokenizer_stage import build_tokenizer, run_tokenizer
 from gptbench.training import (
+    GradientClipping,
     RngStateMixin,
     TokensPerSecond,
     adamw,
@@ -35,6 +36,7 @@ from gptbench.training import (
     make_trainer,
     resumable_checkpoint,
     step_scheduler,
+    stepping_batches,
     warmup_linear,
 )
 
@@ -66,17 +68,54 @@ class TaskHead(nn.Module):
         return self.linear(h[:, 0])  # (B, K)
 
 
-class FinetuneModule(RngStateMixin, L.LightningModule):
-    """``eval_splits`` names the evaluation dataloaders in order (the data module's list)."""
+class FinetuneModule(GradientClipping, RngStateMixin, L.LightningModule):
+    """GPT fine-tuning on one task, for any Lightning Trainer: L3 = L2 + lm_coef * L1.
 
-    def __init__(self, model: GPT, task: TaskSpec, optim: FinetuneConfig, total_steps: int, eval_splits: list[str]):
+    Defaults are the paper's (Section 4.1) and the released code's (Adam betas, eps, clipping).
+    Logged names: ``train/loss``, ``train/task_loss``, ``train/lm_loss``, and per scored split
+    ``<split>/<metric>`` (``dev/accuracy``, ``dev/high/accuracy``, ``test/accuracy``, ...).
+    ``trainer.validate`` scores the evaluation splits, ``trainer.test`` the labelled test splits,
+    ``trainer.predict`` returns the predictions for the unlabelled GLUE test files
+    (see :func:`gptbench.write_glue_submission`).
+
+    Args:
+        model: a GPT (its weights are used as they are), or a GPTConfig / dict for a randomly
+            initialised one (no pre-training). :meth:`from_pretrained` starts from a checkpoint.
+        task: a task name or TaskSpec.
+        lr, warmup_fraction: peak learning rate; linear warm-up over this fraction of the updates,
+            then linear decay to 0 (the released ``warmup_linear``).
+        lm_coef: lambda of the auxiliary LM objective (0 turns it off).
+        clf_pdrop: dropout on the task head's input.
+        weight_decay, betas, eps: decoupled AdamW, decay on matrices only.
+        grad_clip: global gradient-norm clipping (0 = none) unless the Trainer sets its own.
+        total_steps: the schedule's length; default: the Trainer's number of optimizer steps.
+    """
+
+    def __init__(self, model: GPT | GPTConfig | dict, task: str | TaskSpec, *, lr: float = 6.25e-5,
+                 lm_coef: float = 0.5, warmup_fraction: float = 0.002, clf_pdrop: float = 0.1,
+                 weight_decay: float = 0.01, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 grad_clip: float = 1.0, total_steps: int | None = None):  # fmt: skip
         super().__init__()
-        self.total_steps, self.eval_splits = total_steps, eval_splits
-        self.save_hyperparameters({"task": task.name, "finetune": asdict(optim), "gpt_config": asdict(model.config)})
-        self.model, self.task, self.optim = model, task, optim
-        self.head = TaskHead(model.config.n_embd, task.transformation, task.num_outputs, optim.clf_pdrop,
+        if not isinstance(model, GPT):
+            model = GPT(model if isinstance(model, GPTConfig) else GPTConfig(**model))
+        task = get_task(task) if isinstance(task, str) else task
+        if task.zero_shot_only:
+            raise ValueError(f"task {task.name} is zero-shot only (no fine-tuning)")
+        _check_hparams(lr=lr, lm_coef=lm_coef, warmup_fraction=warmup_fraction, clf_pdrop=clf_pdrop,
+                       weight_decay=weight_decay, eps=eps, grad_clip=grad_clip, total_steps=total_steps)  # fmt: skip
+        # Everything needed to rebuild the module: FinetuneModule.load_from_checkpoint works.
+        self.save_hyperparameters({
+            "model": asdict(model.config), "task": task.name, "lr": lr, "lm_coef": lm_coef,
+            "warmup_fraction": warmup_fraction, "clf_pdrop": clf_pdrop, "weight_decay": weight_decay,
+            "betas": tuple(betas), "eps": eps, "grad_clip": grad_clip, "total_steps": total_steps,
+        })  # fmt: skip
+        self.model, self.task = model, task
+        self.lr, self.lm_coef, self.warmup_fraction = lr, lm_coef, warmup_fraction
+        self.weight_decay, self.betas, self.eps, self.grad_clip = weight_decay, tuple(betas), eps, grad_clip
+        self.total_steps = total_steps
+        self.head = TaskHead(model.config.n_embd, task.transformation, task.num_outputs, clf_pdrop,
                              model.config.initializer_range)  # fmt: skip
-        # One metric set per evaluation split, and per group within it (RACE-m, RACE-h).
+        # One metric set per scored split, and per group within it (RACE-m, RACE-h).
         scored = {*task.eval_splits, *task.test_splits}
         self.metrics = nn.ModuleDict({
             split: nn.ModuleDict({
@@ -86,6 +125,24 @@ class FinetuneModule(RngStateMixin, L.LightningModule):
             for split in sorted(scored)
         })  # fmt: skip
 
+    @classmethod
+    def from_pretrained(cls, path_or_model: str | Path | GPT, task: str | TaskSpec, *, n_transfer: int = -1,
+                        model_overrides: dict | None = None, **hparams) -> "FinetuneModule":  # fmt: skip
+        """Start fine-tuning from pre-trained weights: a GPT, or any path ``GPT.from_pretrained``
+        reads (a gptbench run's ``pretrain/model``, a .ckpt, a Hugging Face ``openai-gpt``
+        directory, OpenAI's .npy shards). The task tokens' embeddings are re-drawn (paper:
+        randomly initialised at fine-tuning); ``n_transfer`` >= 0 keeps only the first blocks and
+        re-initialises the rest (Figure 2, left). ``model_overrides`` set GPTConfig fields (e.g.
+        dropout); ``hparams`` are the constructor's keywords."""
+        model = path_or_model if isinstance(path_or_model, GPT) else GPT.from_pretrained(path_or_model, **(model_overrides or {}))
+        if not -1 <= n_transfer <= model.config.n_layer:
+            raise ValueError(f"n_transfer must be -1 (all) or 0..{model.config.n_layer}, got {n_transfer}")
+        model.init_special_embeddings()
+        if n_transfer >= 0:
+            model.reinit_blocks_from(n_transfer)
+        return cls(model, task, **hparams)
+
+    # ---- the network ----------------------------------------------------------------------
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
         """(B, C, T) ids and mask -> task logits and the last hidden states (B*C, T, D)."""
         B, C, T = input_ids.shape
@@ -110,20 +167,29 @@ class FinetuneModule(RngStateMixin, L.LightningModule):
     def predictions(self, logits: torch.Tensor) -> torch.Tensor:
         return logits.squeeze(-1) if self.task.labels is None else logits.argmax(-1)
 
+    # ---- training and scoring ---------------------------------------------------------------
     def training_step(self, batch, batch_idx):
         logits, hidden = self(batch["input_ids"], batch["attention_mask"])
         task_loss = self.task_loss(logits, batch["labels"])
         loss = task_loss
-        if self.optim.lm_coef > 0:
+        if self.lm_coef > 0:
             lm_loss = self.lm_loss(hidden, batch["input_ids"], batch["attention_mask"])
-            loss = task_loss + self.optim.lm_coef * lm_loss
+            loss = task_loss + self.lm_coef * lm_loss
             self.log("train/lm_loss", lm_loss)
         self.log("train/task_loss", task_loss)
         self.log("train/loss", loss, prog_bar=True)
         return loss
 
-    def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
-        split = self.eval_splits[dataloader_idx]
+    def _split_names(self, kind: str) -> list[str]:
+        """The splits behind the dataloaders of ``kind`` (eval/test/predict), in order: the data
+        module's lists, or the task's own when the loaders come from elsewhere."""
+        dm = getattr(self.trainer, "datamodule", None)
+        names = getattr(dm, f"{kind}_splits", None)
+        if names is not None:
+            return list(names)
+        return list({"eval": self.task.eval_splits, "test": self.task.test_splits}.get(kind, ("test",)))
+
+    def _score(self, batch, split: str) -> None:
         logits, _ = self(batch["input_ids"], batch["attention_mask"])
         self.log(f"{split}/loss", self.task_loss(logits, batch["labels"]), add_dataloader_idx=False,
                  batch_size=len(logits))  # fmt: skip
@@ -136,8 +202,8 @@ class FinetuneModule(RngStateMixin, L.LightningModule):
                 for metric in self.metrics[split][group].values():
                     metric.update(preds[chosen], labels[chosen])
 
-    def on_validation_epoch_end(self) -> None:
-        for split in self.eval_splits:
+    def _log_scores(self, splits: list[str]) -> None:
+        for split in splits:
             for population, metrics in self.metrics[split].items():
                 prefix = split if population == "all" else f"{split}/{population}"
                 for name, metric in metrics.items():
@@ -145,13 +211,31 @@ class FinetuneModule(RngStateMixin, L.LightningModule):
                         self.log(f"{prefix}/{name}", metric.compute(), prog_bar=population == "all")
                     metric.reset()
 
+    def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
+        self._score(batch, self._split_names("eval")[dataloader_idx])
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_scores(self._split_names("eval"))
+
+    def test_step(self, batch, batch_idx, dataloader_idx: int = 0):
+        self._score(batch, self._split_names("test")[dataloader_idx])
+
+    def on_test_epoch_end(self) -> None:
+        self._log_scores(self._split_names("test"))
+
+    def predict_step(self, batch, batch_idx, dataloader_idx: int = 0) -> dict:
+        """{"split", "index" (position in the split), "prediction" (class index or score)}."""
+        logits, _ = self(batch["input_ids"], batch["attention_mask"])
+        index = batch.get("index")
+        if index is None:
+            index = torch.arange(len(logits)) + batch_idx * len(logits)
+        split = self._split_names("predict")[dataloader_idx]
+        return {"split": split, "index": index.cpu(), "prediction": self.predictions(logits).cpu()}
+
     def configure_optimizers(self):
-        o = self.optim
-        optimizer = adamw(self, o.lr, o.weight_decay, o.betas, o.eps)
-        # total_steps is computed by the caller: Trainer.estimated_stepping_batches would load the
-        # train dataloader before a checkpoint is restored, and the resumed epoch would then
-        # start from its first batch instead of where it stopped.
-        schedule = warmup_linear(o.warmup_fraction, self.total_steps)
+        optimizer = adamw(self, self.lr, self.weight_decay, self.betas, self.eps)
+        total = self.total_steps or stepping_batches(self.trainer, getattr(self.trainer.datamodule, "num_train_batches", None))
+        schedule = warmup_linear(self.warmup_fraction, total)
         return {"optimizer": optimizer, "lr_scheduler": step_scheduler(optimizer, schedule)}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
@@ -159,13 +243,34 @@ class FinetuneModule(RngStateMixin, L.LightningModule):
         checkpoint["gpt_config"] = asdict(self.model.config)
 
 
-def initial_model(cfg: ExperimentConfig) -> tuple[GPT, Tokenizer, str]:
-    """The model to fine-tune, its tokenizer, and a description of where it came from."""
-    f, dropout = cfg.finetune, {k: getattr(cfg.model, k) for k in ("embd_pdrop", "attn_pdrop", "resid_pdrop")}
+def _check_hparams(**values) -> None:
+    """Impossible optimisation settings fail at construction, naming the argument."""
+    rules = {
+        "lr": (lambda v: v > 0, "> 0"), "eps": (lambda v: v > 0, "> 0"),
+        "lm_coef": (lambda v: v >= 0, ">= 0"), "weight_decay": (lambda v: v >= 0, ">= 0"),
+        "grad_clip": (lambda v: v >= 0, ">= 0 (0 = no clipping)"),
+        "warmup_fraction": (lambda v: 0 <= v < 1, "in [0, 1)"), "clf_pdrop": (lambda v: 0 <= v < 1, "in [0, 1)"),
+        "total_steps": (lambda v: v is None or v > 0, "> 0 or None"),
+    }  # fmt: skip
+    for name, value in values.items():
+        ok, expected = rules[name]
+        if not ok(value):
+            raise ValueError(f"{name}={value!r}: expected {expected}")
+
+
+def optimisation_hparams(f: FinetuneConfig) -> dict:
+    """FinetuneModule's keywords from the config's fine-tuning section."""
+    keys = ("lr", "lm_coef", "warmup_fraction", "clf_pdrop", "weight_decay", "betas", "eps", "grad_clip")
+    return {k: getattr(f, k) for k in keys}
+
+
+def initial_module(cfg: ExperimentConfig) -> tuple[FinetuneModule, Tokenizer, str]:
+    """The module to fine-tune, its tokenizer, and a description of where its weights came from."""
+    f, task = cfg.finetune, cfg.finetune.task
     if f.init == "none":
         tokenizer = run_tokenizer(cfg)
         config = GPTConfig(**{**asdict(cfg.model), "vocab_size": tokenizer.vocab_size, "n_special": tokenizer.n_special})
-        return GPT(config), tokenizer, "none (random initialisation)"
+        return FinetuneModule(config, task, **optimisation_hparams(f)), tokenizer, "none (random initialisation)"
     path = cfg.run_dir / "pretrain" / "model" if f.init == "pretrained" else Path(f.init)
     if not path.exists():
         raise ConfigError(f"finetune.init=pretrained: {path} does not exist; run `gptbench pretrain` first")
@@ -177,15 +282,14 @@ def initial_model(cfg: ExperimentConfig) -> tuple[GPT, Tokenizer, str]:
     else:
         raise ConfigError(f"finetune.init={f.init!r}: no tokenizer/ beside the weights; set tokenizer.kind=gpt1 "
                           "for GPT-1 weights from OpenAI or Hugging Face")  # fmt: skip
+    dropout = {k: getattr(cfg.model, k) for k in ("embd_pdrop", "attn_pdrop", "resid_pdrop")}
     model = GPT.from_pretrained(path, **dropout)
     if model.config.vocab_size != tokenizer.vocab_size:
         raise CheckpointError(
             f"{path}: model vocabulary {model.config.vocab_size} != tokenizer vocabulary {tokenizer.vocab_size}"
         )
-    model.init_special_embeddings()  # the paper initialises the task tokens at fine-tuning
-    if f.n_transfer >= 0:
-        model.reinit_blocks_from(f.n_transfer)
-    return model, tokenizer, str(path)
+    module = FinetuneModule.from_pretrained(model, task, n_transfer=f.n_transfer, **optimisation_hparams(f))
+    return module, tokenizer, str(path)
 
 
 def run_finetune(cfg: ExperimentConfig) -> dict:
@@ -204,21 +308,20 @@ def run_finetune(cfg: ExperimentConfig) -> dict:
         return json.loads((stage_dir / "results.json").read_text())
     ckpt = check_resume(stage_dir, cfg.resume)
     L.seed_everything(cfg.seed, workers=True)
-    model, tokenizer, init_source = initial_model(cfg)
+    module, tokenizer, init_source = initial_module(cfg)
     atomic_write_text(stage_dir / "config.yaml", to_yaml(cfg))
-    data = TaskDataModule(task, tokenizer, model.config.n_ctx, data_root, Path(cfg.cache_dir), f.batch_size, cfg.seed,
-                          f.max_train_examples, f.max_eval_examples, f.length_grouped, f.num_workers,
-                          sources=dict(f.splits))  # fmt: skip
-    data.setup()
-    steps_per_epoch = -(-len(data.splits[task.train_split]) // f.batch_size)
-    module = FinetuneModule(model, task, f, total_steps=steps_per_epoch * f.epochs, eval_splits=data.eval_splits)
+    data = datamodule(task, tokenizer, batch_size=f.batch_size, n_ctx=module.model.config.n_ctx,
+                      data_dir=data_root or "hub", cache_dir=cfg.cache_dir, seed=cfg.seed,
+                      max_train_examples=f.max_train_examples, max_eval_examples=f.max_eval_examples,
+                      splits=f.splits, length_grouped=f.length_grouped, num_workers=f.num_workers)  # fmt: skip
+    data.setup("fit")
+    steps_per_epoch = data.num_train_batches
     selection = f"{task.eval_splits[0]}/{task.metrics[0]}"
     best = ModelCheckpoint(stage_dir / "checkpoints", filename="best", monitor=selection, mode="max", save_top_k=1,
                            auto_insert_metric_name=False, enable_version_counter=False)  # fmt: skip
     latest = resumable_checkpoint(stage_dir / "checkpoints", f.checkpoint_every_n_steps)
     trainer = make_trainer(
-        stage_dir, cfg.trainer, [best, latest], extra_callbacks=[TokensPerSecond()],
-        max_epochs=f.epochs, gradient_clip_val=f.grad_clip or None,
+        stage_dir, cfg.trainer, [best, latest], extra_callbacks=[TokensPerSecond()], max_epochs=f.epochs,
         val_check_interval=1.0 / f.val_checks_per_epoch, log_every_n_steps=max(1, min(50, steps_per_epoch // 4)),
         num_sanity_val_steps=0,
     )  # fmt: skip
@@ -230,15 +333,10 @@ def run_finetune(cfg: ExperimentConfig) -> dict:
     # Score the best epoch on the evaluation splits and on every labelled test split present.
     best_ckpt = torch.load(best.best_model_path, map_location="cpu", weights_only=True)
     module.load_state_dict(best_ckpt["state_dict"])
-    unavailable = {}
-    for split in task.test_splits:
-        try:
-            data.load(split)
-            data.eval_splits.append(split)
-        except SplitUnavailable as e:
-            unavailable[split] = str(e)
-    scores = trainer.validate(module, datamodule=data, verbose=False)
-    scores = {k: v for d in scores for k, v in d.items()}
+    scores = {k: v for d in trainer.validate(module, datamodule=data, verbose=False) for k, v in d.items()}
+    if data.setup_test_splits():
+        scores |= {k: v for d in trainer.test(module, datamodule=data, verbose=False) for k, v in d.items()}
+    scored = [*data.eval_splits, *data.test_splits]
     results = {
         "task": task.name,
         "transformation": task.transformation,
@@ -246,7 +344,7 @@ def run_finetune(cfg: ExperimentConfig) -> dict:
         "metrics": {
             split: {k.removeprefix(f"{split}/"): v for k, v in sorted(scores.items())
                     if k.startswith(f"{split}/") and not k.endswith("/loss")}
-            for split in data.eval_splits
+            for split in scored
         },  # fmt: skip
         "best_epoch": best_ckpt["epoch"],
         "best_step": best_ckpt["global_step"],
@@ -256,8 +354,8 @@ def run_finetune(cfg: ExperimentConfig) -> dict:
             for split, info in data.info.items()
         },  # fmt: skip
         "substitutions": dict(f.splits),  # reports flag numbers whose split is not the official one
-        "unavailable": unavailable,
-        "data_source": str(data_root / task.data_subdir) if data_root else f"hub:{task.hub.path}",
+        "unavailable": dict(data.unavailable),
+        "data_source": data.data_source,
         "init": init_source,
         "seed": cfg.seed,
         "finetune": asdict(f),
@@ -266,6 +364,6 @@ def run_finetune(cfg: ExperimentConfig) -> dict:
     atomic_write_json(stage_dir / "results.json", results)
     for split, metrics in results["metrics"].items():
         print(f"{task.name} {split}: " + ", ".join(f"{m}={v:.4f}" for m, v in metrics.items()))
-    for split, why in unavailable.items():
+    for split, why in data.unavailable.items():
         print(f"{task.name} {split}: not scored ({why})")
     return json.loads((stage_dir / "results.json").read_text())  # as a later run will read it

@@ -1,4 +1,4 @@
-"""Atomic file writes: a result is either entirely there or not there at all."""
+"""Files: atomic writes (a result is either entirely there or not there at all), default places."""
 
 from __future__ import annotations
 
@@ -27,3 +27,8 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def default_cache_dir() -> Path:
+    """``$GPTBENCH_CACHE``, else ``~/.cache/gptbench``."""
+    return Path(os.environ.get("GPTBENCH_CACHE") or Path.home() / ".cache" / "gptbench")

@@ -132,6 +132,11 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
+    """The GPT-1 network: token + learned position embeddings, ``n_layer`` post-LN blocks, and a
+    tied LM head (:meth:`lm_head`). ``forward`` returns the last hidden states; ``lm_logits``
+    the next-token logits; :meth:`from_pretrained` / :meth:`save_pretrained` read and write
+    Hugging Face, OpenAI and gptbench formats."""
+
     def __init__(self, config: GPTConfig):
         super().__init__()
         config.validate()

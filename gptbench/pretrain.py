@@ -16,12 +16,13 @@ import torch
 import torch.nn.functional as F
 from torchmetrics import MeanMetric
 
-from gptbench.config import ExperimentConfig, PretrainConfig, require_dir, to_yaml
-from gptbench.corpus import CorpusDataModule, book_text, split_books, text_chunks
+from gptbench.config import ExperimentConfig, require_dir, to_yaml
+from gptbench.corpus import CorpusDataModule
 from gptbench.io import atomic_write_json, atomic_write_text
 from gptbench.model import GPT, GPTConfig
-from gptbench.tokenizer import Tokenizer
+from gptbench.tokenizer_stage import run_tokenizer
 from gptbench.training import (
+    GradientClipping,
     RngStateMixin,
     TokensPerSecond,
     adamw,
@@ -33,12 +34,37 @@ from gptbench.training import (
 )
 
 
-class PretrainModule(RngStateMixin, L.LightningModule):
-    def __init__(self, gpt_config: dict, optim: dict):
+class PretrainModule(GradientClipping, RngStateMixin, L.LightningModule):
+    """Language-model pre-training of a GPT, for any Lightning Trainer (paper, Section 3.1).
+
+    Defaults are the paper's: Adam at 2.5e-4, linear warm-up from 0 over 2,000 updates, cosine
+    annealing to 0, decoupled weight decay 0.01 on matrices, and the released code's clipping at 1.
+    Logged names: ``train/loss``, ``train/ppl``, ``val/loss``, ``val/ppl``.
+
+    Args:
+        model: a GPTConfig (or its dict) for a fresh model, or a GPT to continue training.
+        max_steps: the schedule's length; default: the Trainer's ``max_steps``.
+    """
+
+    def __init__(self, model: GPT | GPTConfig | dict, *, lr: float = 2.5e-4, warmup_steps: int = 2000,
+                 max_steps: int | None = None, weight_decay: float = 0.01,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, grad_clip: float = 1.0):  # fmt: skip
         super().__init__()
-        self.save_hyperparameters()
-        self.model = GPT(GPTConfig(**gpt_config))
-        self.optim = PretrainConfig(**optim)
+        if not isinstance(model, GPT):
+            model = GPT(model if isinstance(model, GPTConfig) else GPTConfig(**model))
+        checks = (("lr", lr, lr > 0), ("eps", eps, eps > 0), ("warmup_steps", warmup_steps, warmup_steps >= 0),
+                  ("max_steps", max_steps, max_steps is None or max_steps > 0),
+                  ("weight_decay", weight_decay, weight_decay >= 0), ("grad_clip", grad_clip, grad_clip >= 0))  # fmt: skip
+        for name, value, ok in checks:
+            if not ok:
+                raise ValueError(f"{name}={value!r} is out of range")
+        self.save_hyperparameters({
+            "model": asdict(model.config), "lr": lr, "warmup_steps": warmup_steps, "max_steps": max_steps,
+            "weight_decay": weight_decay, "betas": tuple(betas), "eps": eps, "grad_clip": grad_clip,
+        })  # fmt: skip
+        self.model = model
+        self.lr, self.warmup_steps, self.max_steps = lr, warmup_steps, max_steps
+        self.weight_decay, self.betas, self.eps, self.grad_clip = weight_decay, tuple(betas), eps, grad_clip
         self.val_loss = MeanMetric()
 
     def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -62,41 +88,15 @@ class PretrainModule(RngStateMixin, L.LightningModule):
         self.log("val/ppl", loss.exp(), prog_bar=True)
 
     def configure_optimizers(self):
-        o = self.optim
-        optimizer = adamw(self.model, o.lr, o.weight_decay, o.betas, o.eps)
-        return {"optimizer": optimizer, "lr_scheduler": step_scheduler(optimizer, warmup_cosine(o.warmup_steps, o.max_steps))}
+        total = self.max_steps or self.trainer.max_steps
+        if total is None or total < 0:
+            raise ValueError("the schedule needs a length: PretrainModule(max_steps=...) or Trainer(max_steps=...)")
+        optimizer = adamw(self.model, self.lr, self.weight_decay, self.betas, self.eps)
+        return {"optimizer": optimizer, "lr_scheduler": step_scheduler(optimizer, warmup_cosine(self.warmup_steps, total))}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         super().on_save_checkpoint(checkpoint)
         checkpoint["gpt_config"] = asdict(self.model.config)
-
-
-def build_tokenizer(cfg: ExperimentConfig, corpus_root: Path | None) -> Tokenizer:
-    """The run's tokenizer: GPT-1's released BPE, or one trained on the training books."""
-    t = cfg.tokenizer
-    if t.kind == "gpt1":
-        d = require_dir(t.gpt1_dir, "tokenizer.gpt1_dir", "GPTBENCH_GPT1", "holds encoder_bpe_40000.json and vocab_40000.bpe")
-        return Tokenizer.gpt1(d / "encoder_bpe_40000.json", d / "vocab_40000.bpe")
-    books = split_books(corpus_root, cfg.corpus.val_books, cfg.corpus.max_bytes).train
-    texts, size = [], 0
-    for p in books:
-        texts.append(book_text(p))
-        size += len(texts[-1])
-        if size >= t.train_bytes:
-            break
-    chunks = [c for text in texts for c in text_chunks(text)]
-    return Tokenizer.train(chunks, vocab_size=t.vocab_size)
-
-
-def run_tokenizer(cfg: ExperimentConfig) -> Tokenizer:
-    """Load the run's saved tokenizer, or build and save it (runs/<name>/tokenizer)."""
-    path = cfg.run_dir / "tokenizer"
-    if (path / "tokenizer.json").is_file():
-        return Tokenizer.load(path)
-    corpus = require_dir(cfg.corpus.path, "corpus.path", "GPTBENCH_CORPUS", "a folder of .txt books") if cfg.tokenizer.kind == "trained" else None
-    tokenizer = build_tokenizer(cfg, corpus)
-    tokenizer.save(path)
-    return tokenizer
 
 
 def run_pretrain(cfg: ExperimentConfig) -> Path:
@@ -114,10 +114,11 @@ def run_pretrain(cfg: ExperimentConfig) -> Path:
     gpt_config = GPTConfig(**{**asdict(cfg.model), "vocab_size": tokenizer.vocab_size, "n_special": tokenizer.n_special})
     p = cfg.pretrain
     data = CorpusDataModule(
-        corpus_root, tokenizer, gpt_config.n_ctx, p.batch_size, p.accumulate_grad_batches,
-        cfg.corpus.val_books, cfg.corpus.max_bytes, p.val_windows, Path(cfg.cache_dir), cfg.seed,
+        corpus_root, tokenizer, n_ctx=gpt_config.n_ctx, batch_size=p.batch_size, val_books=cfg.corpus.val_books,
+        max_bytes=cfg.corpus.max_bytes, val_windows=p.val_windows, cache_dir=cfg.cache_dir, seed=cfg.seed,
     )  # fmt: skip
-    module = PretrainModule(asdict(gpt_config), asdict(p))
+    module = PretrainModule(gpt_config, lr=p.lr, warmup_steps=p.warmup_steps, max_steps=p.max_steps,
+                            weight_decay=p.weight_decay, betas=p.betas, eps=p.eps, grad_clip=p.grad_clip)  # fmt: skip
     trainer = make_trainer(
         stage_dir,
         cfg.trainer,
@@ -129,7 +130,6 @@ def run_pretrain(cfg: ExperimentConfig) -> Path:
         val_check_interval=p.val_every_n_steps,
         check_val_every_n_epoch=None,
         accumulate_grad_batches=p.accumulate_grad_batches,
-        gradient_clip_val=p.grad_clip or None,
         log_every_n_steps=p.log_every_n_steps,
     )
     start = time.perf_counter()

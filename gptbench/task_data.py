@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping
 
 import datasets
 import lightning as L
@@ -21,7 +24,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from gptbench.tasks import TaskSpec
+from gptbench.io import default_cache_dir
+from gptbench.tasks import SplitUnavailable, TaskSpec, get_task
 from gptbench.tasks.base import TRANSFORMATION_FIELDS, DataError
 from gptbench.tokenizer import Tokenizer
 from gptbench.training import ResumableSampler, batches_done_this_epoch, private_generator
@@ -162,7 +166,8 @@ def load_encoded(spec: TaskSpec, split: str, tok: Tokenizer, n_ctx: int, data_ro
 
 
 def collate(examples: list[dict]) -> dict[str, torch.Tensor]:
-    """Pad to the longest sequence in the batch: (B, C, T) ids and mask, (B,) labels (and groups)."""
+    """Pad to the longest sequence in the batch: (B, C, T) ids and mask, (B,) labels (and groups,
+    and the examples' positions in their split for prediction splits)."""
     B, C = len(examples), len(examples[0]["input_ids"])
     T = max(len(seq) for ex in examples for seq in ex["input_ids"])
     input_ids = torch.zeros(B, C, T, dtype=torch.long)
@@ -176,58 +181,179 @@ def collate(examples: list[dict]) -> dict[str, torch.Tensor]:
     batch = {"input_ids": input_ids, "attention_mask": attention_mask}
     if examples[0]["label"] is not None:
         batch["labels"] = torch.tensor([ex["label"] for ex in examples])
-    if "group" in examples[0]:
-        batch["groups"] = torch.tensor([ex["group"] for ex in examples])
+    for key, out in (("group", "groups"), ("index", "index")):
+        if key in examples[0]:
+            batch[out] = torch.tensor([ex[key] for ex in examples])
     return batch
 
 
-class TaskDataModule(L.LightningDataModule):
-    """Training and evaluation batches for one task; evaluation splits keep the dataset's order.
+def _data_root(data_dir: str | Path | None) -> Path | None:
+    """None -> ``$GPTBENCH_DATA`` if set, else the hub; "hub" -> the hub; else a directory."""
+    if data_dir is None:
+        data_dir = os.environ.get("GPTBENCH_DATA") or "hub"
+    if str(data_dir) == "hub":
+        return None
+    path = Path(data_dir).expanduser()
+    if not path.is_dir():
+        raise DataError(f"data_dir={str(data_dir)!r}: directory does not exist (the benchmark data root)")
+    return path
 
-    ``eval_splits`` lists the splits ``val_dataloader`` serves (the runner adds the test splits
-    for the final scoring); ``sources`` substitutes splits (see ``load_encoded``).
+
+class TaskDataModule(L.LightningDataModule):
+    """Batches of one task with the paper's input transformations, for any Lightning Trainer.
+
+    - ``fit``/``validate``: the training split (shuffled, exact-resume aware) and the task's
+      evaluation splits (``eval_splits``, dataset order), scored after every epoch;
+    - ``test``: the labelled held-out test splits present (``test_splits``; the absent ones are
+      listed in ``unavailable``);
+    - ``predict``: the unlabelled test files of the GLUE server (``predict_splits``), in file
+      order, never subsampled, each batch carrying the examples' ``index``.
+
+    Args:
+        task: a task name (``gptbench.tasks.TASKS``) or a TaskSpec.
+        tokenizer: the model's tokenizer (``Tokenizer.load``, ``Tokenizer.gpt1``, ...).
+        batch_size: examples per batch (the paper: 32).
+        n_ctx: the context the examples are fitted into; default: the attached model's
+            ``config.n_ctx`` when a Trainer runs this module with a gptbench LightningModule,
+            otherwise the paper's 512.
+        data_dir: the benchmark data root in the original formats; default ``$GPTBENCH_DATA``,
+            and the Hugging Face hub when that is unset (``"hub"`` forces the hub).
+        cache_dir: where encoded splits are cached; default ``$GPTBENCH_CACHE`` or
+            ``~/.cache/gptbench``.
+        seed: shuffling (and ``max_train_examples`` subsampling) seed.
+        max_train_examples / max_eval_examples: random subsets (evaluation subsets are drawn
+            with seed 0, so every run scores the same examples).
+        splits: substitutions, split -> another split of the task or a file in the split's
+            format, e.g. ``{"train": "dev", "dev": "test"}``; recorded in ``info``.
+        length_grouped: batch training examples of similar length together.
+        num_workers: DataLoader workers.
     """
 
-    def __init__(self, spec: TaskSpec, tokenizer: Tokenizer, n_ctx: int, data_root: Path | None, cache_dir: Path,
-                 batch_size: int, seed: int, max_train_examples: int | None = None,
-                 max_eval_examples: int | None = None, length_grouped: bool = False, num_workers: int = 0,
-                 sources: dict[str, str] | None = None):  # fmt: skip
+    def __init__(self, task: str | TaskSpec, tokenizer: Tokenizer, *, batch_size: int = 32, n_ctx: int | None = None,
+                 data_dir: str | Path | None = None, cache_dir: str | Path | None = None, seed: int = 1234,
+                 max_train_examples: int | None = None, max_eval_examples: int | None = None,
+                 splits: Mapping[str, str] | None = None, length_grouped: bool = False,
+                 num_workers: int = 0):  # fmt: skip
         super().__init__()
-        self.spec, self.tokenizer, self.n_ctx = spec, tokenizer, n_ctx
-        self.data_root, self.cache_dir = data_root, Path(cache_dir)
+        spec = get_task(task) if isinstance(task, str) else task
+        if spec.zero_shot_only:
+            raise ValueError(f"task {spec.name} is zero-shot only: it has no fine-tuning batches")
+        for name, value in (("batch_size", batch_size), ("n_ctx", n_ctx), ("max_train_examples", max_train_examples),
+                            ("max_eval_examples", max_eval_examples)):  # fmt: skip
+            if value is not None and value <= 0:
+                raise ValueError(f"{name} must be positive, got {value}")
+        if num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+        unknown = sorted(set(splits or {}) - set(spec.all_splits))
+        if unknown:
+            raise ValueError(f"splits: {unknown} are not splits of {spec.name} (splits: {list(spec.all_splits)})")
+        self.spec, self.tokenizer, self._n_ctx = spec, tokenizer, n_ctx
+        self.data_root = _data_root(data_dir)
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         self.batch_size, self.seed, self.num_workers = batch_size, seed, num_workers
         self.max_train, self.max_eval, self.length_grouped = max_train_examples, max_eval_examples, length_grouped
-        self.sources = dict(sources or {})
+        self.sources = dict(splits or {})
         self.eval_splits: list[str] = list(spec.eval_splits)
+        self.test_splits: list[str] = []  # the labelled test splits present (after setup("test"))
+        self.unavailable: dict[str, str] = {}  # test splits whose data is absent, and why
+        scored = {spec.train_split, *spec.eval_splits, *spec.test_splits}
+        self.predict_splits: list[str] = [s for s in spec.all_splits if s not in scored]
         self.splits: dict[str, datasets.Dataset] = {}
         self.info: dict[str, EncodedSplit] = {}
 
+    @property
+    def n_ctx(self) -> int:
+        if self._n_ctx is not None:
+            return self._n_ctx
+        model = getattr(getattr(self.trainer, "lightning_module", None), "model", None)
+        return getattr(getattr(model, "config", None), "n_ctx", 512)
+
+    @property
+    def data_source(self) -> str:
+        """Where the task's data is read from: a folder, or the hub dataset."""
+        return str(self.data_root / self.spec.data_subdir) if self.data_root else f"hub:{self.spec.hub.path}"
+
     def load(self, split: str) -> datasets.Dataset:
+        """One split, encoded (from the cache after the first time)."""
         if split not in self.splits:
-            train = split == self.spec.train_split
+            train, predict = split == self.spec.train_split, split in self.predict_splits
             encoded = load_encoded(self.spec, split, self.tokenizer, self.n_ctx, self.data_root, self.cache_dir,
-                                   self.sources.get(split), self.max_train if train else self.max_eval,
+                                   self.sources.get(split),
+                                   None if predict else self.max_train if train else self.max_eval,
                                    self.seed if train else 0)  # every run scores the same evaluation subset
+            data = encoded.data.remove_columns("truncated")
+            if predict:
+                data = data.add_column("index", list(range(len(data))))
             self.info[split] = encoded
-            self.splits[split] = encoded.data.remove_columns("truncated")
+            self.splits[split] = data
         return self.splits[split]
 
     def setup(self, stage: str | None = None) -> None:
-        for split in (self.spec.train_split, *self.eval_splits):
-            self.load(split)
+        if stage in (None, "fit"):
+            self.load(self.spec.train_split)
+        if stage in (None, "fit", "validate"):
+            for split in self.eval_splits:
+                self.load(split)
+        if stage in (None, "test"):
+            self.setup_test_splits()
+        if stage == "predict":
+            for split in self.predict_splits:
+                self.load(split)
+
+    def setup_test_splits(self) -> list[str]:
+        """Load every labelled test split that is present; record the absent ones."""
+        for split in self.spec.test_splits:
+            if split in self.test_splits or split in self.unavailable:
+                continue
+            try:
+                self.load(split)
+                self.test_splits.append(split)
+            except SplitUnavailable as e:
+                self.unavailable[split] = str(e)
+        return self.test_splits
+
+    @property
+    def num_train_batches(self) -> int | None:
+        """Training batches per epoch on this process (None before ``setup``)."""
+        if self.spec.train_split not in self.splits:
+            return None
+        world = self.trainer.world_size if self.trainer is not None else 1
+        return math.ceil(math.ceil(len(self.splits[self.spec.train_split]) / world) / self.batch_size)
+
+    def _samples_done(self) -> int:
+        return batches_done_this_epoch(self.trainer) * self.batch_size
 
     def train_dataloader(self) -> DataLoader:
-        ds = self.splits[self.spec.train_split]
+        ds = self.load(self.spec.train_split)
         lengths = [max(map(len, ids)) for ids in ds["input_ids"]] if self.length_grouped else None
-        sampler = ResumableSampler(len(ds), self.seed, lengths, self.batch_size)
-        if self.trainer is not None:
-            sampler.skip_next(batches_done_this_epoch(self.trainer) * self.batch_size)
+        sampler = ResumableSampler(len(ds), self.seed, lengths, self.batch_size, samples_done=self._samples_done)
         return DataLoader(ds, batch_size=self.batch_size, sampler=sampler, collate_fn=collate,
                           num_workers=self.num_workers, generator=private_generator(self.seed))  # fmt: skip
 
-    def val_dataloader(self) -> list[DataLoader]:
+    def _ordered(self, splits: list[str]) -> list[DataLoader]:
         return [
             DataLoader(self.load(s), batch_size=self.batch_size, shuffle=False, collate_fn=collate,
                        num_workers=self.num_workers, generator=private_generator(self.seed))  # fmt: skip
-            for s in self.eval_splits
+            for s in splits
         ]
+
+    def val_dataloader(self) -> list[DataLoader]:
+        return self._ordered(self.eval_splits)
+
+    def test_dataloader(self) -> list[DataLoader]:
+        if not self.setup_test_splits():
+            absent = "; ".join(self.unavailable.values()) or "the task has none"
+            raise SplitUnavailable(f"task {self.spec.name}: no labelled test split to score ({absent})")
+        return self._ordered(self.test_splits)
+
+    def predict_dataloader(self) -> list[DataLoader]:
+        if not self.predict_splits:
+            raise SplitUnavailable(f"task {self.spec.name}: no unlabelled test split to predict")
+        return self._ordered(self.predict_splits)
+
+
+def datamodule(task: str | TaskSpec, tokenizer: Tokenizer, **options) -> TaskDataModule:
+    """The DataModule of one of the paper's tasks, e.g.
+    ``gptbench.datamodule("rte", tokenizer, data_dir="../shared/data", batch_size=32)``;
+    ``options`` are :class:`TaskDataModule`'s keywords."""
+    return TaskDataModule(task, tokenizer, **options)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import random
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
@@ -98,19 +99,21 @@ class ResumableSampler(Sampler[int]):
     """Shuffles ``n`` indices with a generator seeded by (seed, epoch) and, after a resume, skips
     the samples the interrupted epoch already consumed (Lightning calls ``set_epoch``).
 
+    ``samples_done`` is asked when an epoch's iteration starts (after a checkpoint is restored):
+    how many samples of this epoch were already trained on.
+
     With ``lengths`` and ``batch_size``, indices are grouped so that each batch holds examples of
     similar length (less padding), while batch order stays random.
     """
 
-    def __init__(self, n: int, seed: int, lengths=None, batch_size: int = 1):
+    def __init__(self, n: int, seed: int, lengths=None, batch_size: int = 1,
+                 samples_done: Callable[[], int] = lambda: 0):  # fmt: skip
         self.n, self.seed, self.lengths, self.batch_size = n, seed, lengths, batch_size
-        self.epoch, self._skip = 0, 0
+        self.samples_done = samples_done
+        self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
-
-    def skip_next(self, n_samples: int) -> None:
-        self._skip = n_samples
 
     def order(self) -> list[int]:
         g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
@@ -128,18 +131,49 @@ class ResumableSampler(Sampler[int]):
         return order
 
     def __iter__(self):
-        skip, self._skip = self._skip, 0
-        return iter(self.order()[skip:])
+        return iter(self.order()[self.samples_done() :])
 
     def __len__(self) -> int:
         return self.n
 
 
-def batches_done_this_epoch(trainer: L.Trainer) -> int:
+def batches_done_this_epoch(trainer: L.Trainer | None) -> int:
     """Training batches of the current epoch already processed (non-zero only while resuming)."""
-    if not trainer.fit_loop.restarting:
+    if trainer is None or not trainer.fit_loop.restarting:
         return 0
     return trainer.fit_loop.epoch_loop.batch_progress.current.processed
+
+
+def stepping_batches(trainer: L.Trainer, train_batches: int | None) -> int:
+    """Optimizer steps of a ``fit``: ``Trainer.estimated_stepping_batches``, computed from
+    ``train_batches`` (the data module's batches per epoch on this process) when it is known.
+
+    ``estimated_stepping_batches`` itself builds and starts iterating the train loader before a
+    checkpoint is restored, so a resumed run would replay its interrupted epoch from the first
+    batch; a data module that knows its length avoids that. Without one, the Trainer estimates.
+    """
+    if train_batches is None or trainer.train_dataloader is not None:
+        return int(trainer.estimated_stepping_batches)
+    if trainer.max_epochs == -1:
+        if trainer.max_steps == -1:
+            raise ValueError("the schedule needs a length: set Trainer(max_epochs=...) or Trainer(max_steps=...)")
+        return trainer.max_steps
+    limit = trainer.limit_train_batches
+    batches = min(train_batches, int(limit)) if isinstance(limit, int) else int(train_batches * limit)
+    steps = math.ceil(batches / trainer.accumulate_grad_batches) * max(trainer.max_epochs or 1, 1)
+    return min(steps, trainer.max_steps) if trainer.max_steps != -1 else steps
+
+
+class GradientClipping:
+    """Mixin for LightningModules: clip the global gradient norm at ``self.grad_clip`` (the
+    released code clips at 1) unless the Trainer was given its own ``gradient_clip_val``."""
+
+    grad_clip: float
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        if gradient_clip_val is None and self.grad_clip > 0:
+            gradient_clip_val, gradient_clip_algorithm = self.grad_clip, "norm"
+        self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
 
 class TokensPerSecond(Callback):

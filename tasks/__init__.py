@@ -8,6 +8,7 @@ TASKS: dict[str, TaskSpec] = {m.SPEC.name: m.SPEC for m in _MODULES}
 
 
 def get_task(name: str) -> TaskSpec:
+    """The spec of a task by name (``TASKS`` lists them); KeyError naming the known tasks."""
     if name not in TASKS:
         raise KeyError(f"unknown task {name!r}; known tasks: {sorted(TASKS)}")
     return TASKS[name]

@@ -50,3 +50,21 @@ def tiny_overrides(runs: Path, corpus: Path, cache: Path, name: str = "tiny") ->
         "finetune.batch_size=16", "finetune.epochs=2", "finetune.max_train_examples=96",
         "finetune.max_eval_examples=64", "finetune.lr=1e-3",
     ]  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def pretrained(tmp_path_factory, tiny_corpus, cache_dir) -> list[str]:
+    """A tiny pre-trained run (``runs/tiny/pretrain/model``); returns its config overrides."""
+    from gptbench.config import load_config
+    from gptbench.pretrain import run_pretrain
+
+    runs = tmp_path_factory.mktemp("runs")
+    base = tiny_overrides(runs, tiny_corpus, cache_dir)
+    run_pretrain(load_config("smoke", base))
+    return base
+
+
+def pretrained_model(base: list[str]) -> Path:
+    """The exported model directory of the run made by the ``pretrained`` fixture."""
+    runs = next(o.split("=", 1)[1] for o in base if o.startswith("runs_dir="))
+    return Path(runs) / "tiny" / "pretrain" / "model"

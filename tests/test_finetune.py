@@ -5,22 +5,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import DATA, tiny_overrides
+from conftest import DATA, pretrained_model
 from test_pretrain import crash_at
 
 import gptbench.finetune as finetune
 from gptbench import GPT, GPTConfig
-from gptbench.config import FinetuneConfig, load_config
-from gptbench.pretrain import run_pretrain
+from gptbench.config import load_config
 from gptbench.tasks import get_task
-
-
-@pytest.fixture(scope="module")
-def pretrained(tmp_path_factory, tiny_corpus, cache_dir):
-    runs = tmp_path_factory.mktemp("runs")
-    base = tiny_overrides(runs, tiny_corpus, cache_dir)
-    run_pretrain(load_config("smoke", base))
-    return base
 
 
 def test_sst2_end_to_end(pretrained):
@@ -57,7 +48,7 @@ def test_finetune_resume_after_a_crash_is_exact(pretrained, monkeypatch):
 def tiny_module(task="sst2", **optim):
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=50, n_ctx=16, n_embd=16, n_layer=1, n_head=2))
-    return finetune.FinetuneModule(model, get_task(task), FinetuneConfig(**optim), total_steps=10, eval_splits=["dev"])
+    return finetune.FinetuneModule(model, task, total_steps=10, **optim)
 
 
 def test_lm_loss_averages_real_positions_per_sequence():
@@ -93,12 +84,13 @@ def test_head_shapes_and_shared_dropout(transformation, C, out):
 
 def test_n_transfer_reinitialises_later_blocks(pretrained):
     cfg = load_config("smoke", pretrained + ["finetune.n_transfer=1"])
-    model, tokenizer, _ = finetune.initial_model(cfg)
+    module, tokenizer, _ = finetune.initial_module(cfg)
+    model = module.model
     reference = GPT.from_pretrained(cfg.run_dir / "pretrain" / "model")
     assert torch.equal(model.h[0].attn.c_attn.weight, reference.h[0].attn.c_attn.weight)
     assert not torch.equal(model.h[1].attn.c_attn.weight, reference.h[1].attn.c_attn.weight)
     assert torch.equal(model.tokens_embed.weight[: tokenizer.vocab_size], reference.tokens_embed.weight[: tokenizer.vocab_size])
-    assert finetune.initial_model(load_config("smoke", pretrained + ["finetune.init=none"]))[2].startswith("none")
+    assert finetune.initial_module(load_config("smoke", pretrained + ["finetune.init=none"]))[2].startswith("none")
 
 
 def test_foreign_weights_must_match_the_tokenizer(pretrained, tmp_path):
@@ -107,9 +99,9 @@ def test_foreign_weights_must_match_the_tokenizer(pretrained, tmp_path):
 
     GPT(GPTConfig(vocab_size=211, n_ctx=16, n_embd=16, n_layer=1, n_head=2)).save_pretrained(tmp_path)
     with pytest.raises(CheckpointError, match="model vocabulary 211 != tokenizer vocabulary 40478"):
-        finetune.initial_model(load_config("smoke", pretrained + [f"finetune.init={tmp_path}", "tokenizer.kind=gpt1"]))
+        finetune.initial_module(load_config("smoke", pretrained + [f"finetune.init={tmp_path}", "tokenizer.kind=gpt1"]))
     with pytest.raises(ConfigError, match="no tokenizer/ beside the weights"):
-        finetune.initial_model(load_config("smoke", pretrained + [f"finetune.init={tmp_path}"]))
+        finetune.initial_module(load_config("smoke", pretrained + [f"finetune.init={tmp_path}"]))
 
 
 def write_tsv(path, header, rows):
@@ -179,11 +171,6 @@ def test_smoke_finetune_of_every_task(pretrained, task, tmp_path):
     if task == "race":
         assert results["unavailable"] == {"test": results["unavailable"]["test"]}
         assert "not found" in results["unavailable"]["test"]
-
-
-def pretrained_model(base):
-    runs = next(o.split("=", 1)[1] for o in base if o.startswith("runs_dir="))
-    return Path(runs) / "tiny" / "pretrain" / "model"
 
 
 def test_zero_shot_task_and_unknown_split_are_config_errors(pretrained):
