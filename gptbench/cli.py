@@ -1,4 +1,4 @@
-"""Command line: ``gptbench pretrain|finetune|reproduce|data``.
+"""Command line: ``gptbench pretrain|finetune|reproduce|sweep|report|data``.
 
 Every command takes a config (a YAML path or a preset name from experiments/) followed by
 ``key=value`` overrides, e.g. ``gptbench finetune smoke finetune.task=sst2 finetune.lm_coef=0``.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from gptbench.checkpoints import CheckpointError
 from gptbench.config import ConfigError, load_config
@@ -29,28 +30,37 @@ def _finetune(args) -> None:
     run_finetune(load_config(args.config, overrides))
 
 
-def _reproduce(args) -> None:
-    """Pre-train, then fine-tune every task of the preset; finished stages are skipped and
-    interrupted ones resumed, so the command can simply be run again."""
-    from gptbench.finetune import run_finetune
-    from gptbench.pretrain import run_pretrain
+PAPER_TABLES = ("table2_nli", "table3_qa", "table4_glue")
 
-    cfg = load_config(args.preset, [*args.overrides, "resume=true"])
-    run_pretrain(cfg)
-    rows = []
-    for task in cfg.tasks:
-        cfg.finetune.task = task
-        results = run_finetune(cfg)
-        for split, metrics in results["metrics"].items():
-            rows.append((task, split, ", ".join(f"{m} {100 * v:.1f}" for m, v in metrics.items())))
-    print(f"\n{cfg.name}: fine-tuning results (best epoch)")
-    for task, split, text in rows:
-        print(f"  {task:<12} {split:<16} {text}")
+
+def _reproduce(args) -> None:
+    """Pre-train once, run Tables 2-4 for every task whose data is present, write the report.
+    Finished runs are skipped and interrupted ones resumed, so the command can simply be rerun."""
+    from gptbench.report import write_report
+    from gptbench.sweep import run_sweep
+
+    for table in PAPER_TABLES:
+        results_dir = run_sweep(table, args.preset, args.overrides)
+    for path in write_report(results_dir):
+        if path.suffix == ".md":
+            print(f"\n{path.read_text()}\nreport: {path}")
+
+
+def _sweep(args) -> None:
+    from gptbench.sweep import run_sweep
+
+    print(f"results in {run_sweep(args.table, args.preset, args.overrides)}")
+
+
+def _report(args) -> None:
+    from gptbench.report import write_report
+
+    for path in write_report(Path(args.results_dir)):
+        print(path)
 
 
 def _data(args) -> None:
     import os
-    from pathlib import Path
 
     from gptbench.config import require_dir
     from gptbench.data_summary import format_summary, summarize
@@ -81,10 +91,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("task")
     p.add_argument("--data-dir", help="benchmark data root (default: $GPTBENCH_DATA; unset = the hub)")
     p.set_defaults(fn=_data)
-    p = sub.add_parser("reproduce", help="pre-train and fine-tune every task of a preset")
+    p = sub.add_parser("reproduce", help="pre-train, run Tables 2-4 and write the report under results/<preset>/")
     p.add_argument("--preset", default="smoke", help="smoke | mini | paper, or a YAML path (default: smoke)")
-    p.add_argument("overrides", nargs="*", help="key=value overrides")
+    p.add_argument("overrides", nargs="*", help="key=value overrides, and the sweep keys seeds=, jobs=, executor=")
     p.set_defaults(fn=_reproduce)
+    p = sub.add_parser("sweep", help="run a paper table (experiments/table*.yaml) on a preset")
+    p.add_argument("table", help="table2_nli | table3_qa | table4_glue, or a table YAML path")
+    p.add_argument("preset", help="smoke | mini | paper, or a YAML path")
+    p.add_argument("overrides", nargs="*", help="seeds=[..] tasks=[..] variants=[..] jobs=N executor=local|slurm|"
+                   "submitit_local results_dir=PATH, and any key=value experiment override")  # fmt: skip
+    p.set_defaults(fn=_sweep)
+    p = sub.add_parser("report", help="regenerate the leaderboard of a results directory (no training)")
+    p.add_argument("results_dir", help="e.g. results/smoke")
+    p.set_defaults(fn=_report)
     return parser
 
 

@@ -18,6 +18,7 @@ from gptbench.model import GPTConfig
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
 PRECISIONS = ("32-true", "32", "bf16-mixed", "bf16-true", "16-mixed")
+SELECTIONS = ("auto", "holdout", "dev", "last")
 
 
 class ConfigError(ValueError):
@@ -59,6 +60,7 @@ class PretrainConfig:
 @dataclass
 class FinetuneConfig:
     task: str = "sst2"
+    seed: Optional[int] = None  # fine-tuning seed (data order, dropout, head init); null = the experiment's seed
     init: str = "pretrained"  # pretrained: this experiment's pre-training | none: random | a path
     n_transfer: int = -1  # pre-trained blocks to keep (-1 = all); the others are re-initialised
     lm_coef: float = 0.5  # lambda in L3 = L2 + lambda * L1
@@ -71,6 +73,17 @@ class FinetuneConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
     grad_clip: float = 1.0
+    # How the checkpoint that is reported gets chosen (recorded in results.json):
+    #   holdout: best epoch on a fixed, seeded slice of the training split (holdout_fraction of
+    #            it, at most holdout_max examples), never trained on; dev is scored once at the end
+    #   dev:     best epoch on the evaluation split (the released code's protocol; honest only
+    #            where a labelled test split is what gets reported)
+    #   last:    the final epoch, no selection (the paper's fixed 3 epochs)
+    #   auto:    dev where a labelled test split is present (SNLI, SciTail, RACE, Story Cloze),
+    #            else holdout
+    select: str = "auto"
+    holdout_fraction: float = 0.1
+    holdout_max: int = 2000
     max_train_examples: Optional[int] = None  # subsample the training split (smoke runs)
     max_eval_examples: Optional[int] = None  # a fixed random subset (the same for every seed)
     length_grouped: bool = False  # batch training examples of similar length together
@@ -88,6 +101,11 @@ class TrainerConfig:
     accelerator: str = "auto"
     precision: str = "32-true"
     deterministic: bool = True
+    # Past one device: Lightning's strategies, e.g. devices=2 strategy=ddp (gloo on CPU, NCCL on
+    # GPUs). Batch sizes are per device, so the global batch is batch_size x devices x num_nodes.
+    devices: int = 1
+    num_nodes: int = 1
+    strategy: str = "auto"
 
 
 @dataclass
@@ -97,7 +115,6 @@ class ExperimentConfig:
     runs_dir: str = "runs"
     cache_dir: str = "${oc.env:GPTBENCH_CACHE,${oc.env:HOME,.}/.cache/gptbench}"
     resume: bool = False  # continue from the run directory's last checkpoint
-    tasks: list[str] = field(default_factory=lambda: ["sst2"])  # fine-tuned by `reproduce`
     model: GPTConfig = field(default_factory=GPTConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
@@ -108,6 +125,10 @@ class ExperimentConfig:
     @property
     def run_dir(self) -> Path:
         return Path(self.runs_dir) / self.name
+
+    @property
+    def finetune_seed(self) -> int:
+        return self.seed if self.finetune.seed is None else self.finetune.seed
 
 
 # Keys derived from other parts of the experiment, never set by hand.
@@ -123,8 +144,12 @@ def resolve_config_path(config: str | Path) -> Path:
     preset = EXPERIMENTS_DIR / f"{config}.yaml"
     if preset.is_file():
         return preset
-    known = sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml"))
-    raise ConfigError(f"config {str(config)!r}: no such file and no preset of that name (presets: {known})")
+    raise ConfigError(f"config {str(config)!r}: no such file and no preset of that name (presets: {experiment_files('preset')})")
+
+
+def experiment_files(kind: str) -> list[str]:
+    """Names of the files in experiments/ of one kind: 'preset' or 'table' (``kind: table``)."""
+    return sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml") if (OmegaConf.load(p).get("kind") or "preset") == kind)
 
 
 def load_config(config: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
@@ -156,6 +181,8 @@ def load_config(config: str | Path, overrides: list[str] | tuple[str, ...] = ())
 def _yaml_layers(path: Path) -> list:
     """The YAML file and, first, the files named by its ``base:`` key (relative to it)."""
     node = OmegaConf.load(path)
+    if node.get("kind") == "table":
+        raise ConfigError(f"{path} is a sweep table, not a preset: run `gptbench sweep {path.stem} PRESET`")
     base = node.pop("base", None)
     return (_yaml_layers((path.parent / base).resolve()) if base else []) + [node]
 
@@ -183,6 +210,9 @@ def validate(cfg: ExperimentConfig) -> None:
     for key in ("max_train_examples", "max_eval_examples", "checkpoint_every_n_steps"):
         check(getattr(f, key) is None or getattr(f, key) > 0, f"finetune.{key}", "> 0 or null", getattr(f, key))
     check(f.num_workers >= 0, "finetune.num_workers", ">= 0", f.num_workers)
+    check(f.select in SELECTIONS, "finetune.select", f"one of {SELECTIONS}", f.select)
+    check(0 < f.holdout_fraction < 1, "finetune.holdout_fraction", "in (0, 1)", f.holdout_fraction)
+    check(f.holdout_max > 0, "finetune.holdout_max", "> 0", f.holdout_max)
     check(-1 <= f.n_transfer <= cfg.model.n_layer, "finetune.n_transfer", f"-1 (all) or 0..{cfg.model.n_layer}", f.n_transfer)
     check(f.lm_coef >= 0, "finetune.lm_coef", ">= 0", f.lm_coef)
     check(0 <= f.warmup_fraction < 1, "finetune.warmup_fraction", "in [0, 1)", f.warmup_fraction)
@@ -196,14 +226,14 @@ def validate(cfg: ExperimentConfig) -> None:
         check(s.grad_clip >= 0, f"{section}.grad_clip", ">= 0 (0 disables clipping)", s.grad_clip)
         check(all(0 <= b < 1 for b in s.betas), f"{section}.betas", "two values in [0, 1)", s.betas)
     check(cfg.trainer.precision in PRECISIONS, "trainer.precision", f"one of {PRECISIONS}", cfg.trainer.precision)
+    check(cfg.trainer.devices >= 1, "trainer.devices", ">= 1", cfg.trainer.devices)
+    check(cfg.trainer.num_nodes >= 1, "trainer.num_nodes", ">= 1", cfg.trainer.num_nodes)
     check(bool(cfg.name) and "/" not in cfg.name, "name", "a non-empty name without '/'", cfg.name)
     if f.init not in ("pretrained", "none") and not Path(f.init).exists():
         raise ConfigError(f"finetune.init={f.init!r}: expected 'pretrained', 'none' or an existing checkpoint path")
     from gptbench.tasks import TASKS
 
-    for key, names in (("finetune.task", [f.task]), ("tasks", cfg.tasks)):
-        for name in names:
-            check(name in TASKS, key, f"one of {sorted(TASKS)}", name)
+    check(f.task in TASKS, "finetune.task", f"one of {sorted(TASKS)}", f.task)
 
 
 def require_dir(value: Optional[str], key: str, env: str, what: str) -> Path:

@@ -127,30 +127,37 @@ def cached_corpus(root: Path, books: BookSplit, tokenizer: Tokenizer, cache_dir:
 
 
 class RandomWindows(IterableDataset):
-    """Endless (x, y) windows of ``n_ctx`` tokens at random offsets, starting at sample ``start()``.
+    """Endless (x, y) windows of ``n_ctx`` tokens at random offsets, from sample ``start()`` on.
 
     Offsets are drawn in blocks of 1024 samples from a generator seeded by (seed, block), so
-    sample g is the same window whatever sample the iteration started from.
+    sample g is the same window whatever sample the iteration started from. Under data
+    parallelism, process ``rank`` of ``world`` takes samples rank, rank + world, ... so the
+    processes together see the single-process sequence.
     """
 
     BLOCK = 1024
 
-    def __init__(self, tokens: np.ndarray, n_ctx: int, seed: int, start: Callable[[], int] = lambda: 0):
+    def __init__(self, tokens: np.ndarray, n_ctx: int, seed: int, start: Callable[[], int] = lambda: 0,
+                 rank: int = 0, world: int = 1):  # fmt: skip
         if tokens.size < n_ctx + 1:
             raise ValueError(f"training corpus has {tokens.size} tokens, fewer than n_ctx+1={n_ctx + 1}")
         self.tokens, self.n_ctx, self.seed, self.start = tokens, n_ctx, seed, start
+        self.rank, self.world = rank, world
+
+    def _block_starts(self, block: int) -> np.ndarray:
+        return np.random.default_rng([self.seed, block]).integers(0, self.tokens.size - self.n_ctx, size=self.BLOCK)
 
     def __iter__(self):
-        g = self.start()  # asked when iteration starts, i.e. after a checkpoint is restored
+        g = self.start() + self.rank  # asked when iteration starts, i.e. after a checkpoint is restored
+        block, starts = -1, None
         while True:
-            block, offset = divmod(g, self.BLOCK)
-            starts = np.random.default_rng([self.seed, block]).integers(
-                0, self.tokens.size - self.n_ctx, size=self.BLOCK
-            )
-            for s in starts[offset:]:
-                window = torch.from_numpy(self.tokens[s : s + self.n_ctx + 1].astype(np.int64))
-                yield window[:-1], window[1:]
-            g = (block + 1) * self.BLOCK
+            if g // self.BLOCK != block:
+                block = g // self.BLOCK
+                starts = self._block_starts(block)
+            s = starts[g % self.BLOCK]
+            window = torch.from_numpy(self.tokens[s : s + self.n_ctx + 1].astype(np.int64))
+            yield window[:-1], window[1:]
+            g += self.world
 
 
 class ValidationWindows(Dataset):
@@ -216,14 +223,17 @@ class CorpusDataModule(L.LightningDataModule):
             self.tokens = cached_corpus(self.root, books, self.tokenizer, self.cache_dir)
 
     def _samples_done(self) -> int:
-        """Windows already trained on: the resumed run continues from the next one."""
+        """Windows already trained on (by all processes): the resumed run continues from the next."""
         if self.trainer is None:
             return 0
-        return self.trainer.global_step * self.batch_size * self.trainer.accumulate_grad_batches
+        t = self.trainer
+        return t.global_step * self.batch_size * t.accumulate_grad_batches * t.world_size
 
     def train_dataloader(self) -> DataLoader:
         self.setup()
-        windows = RandomWindows(self.tokens["train"], self.n_ctx, self.seed, start=self._samples_done)
+        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer is not None else (0, 1)
+        windows = RandomWindows(self.tokens["train"], self.n_ctx, self.seed, start=self._samples_done,
+                                rank=rank, world=world)  # fmt: skip
         return DataLoader(windows, batch_size=self.batch_size, generator=private_generator(self.seed))
 
     def val_dataloader(self) -> DataLoader:

@@ -8,8 +8,7 @@ keeps the best evaluation epoch and writes ``results.json``.
 from __future__ import annotations
 
 import json
-import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import lightning as L
@@ -23,14 +22,16 @@ from gptbench.config import ConfigError, ExperimentConfig, FinetuneConfig, requi
 from gptbench.io import atomic_write_json, atomic_write_text
 from gptbench.metrics import make_metric
 from gptbench.model import GPT, GPTConfig
-from gptbench.task_data import datamodule
-from gptbench.tasks import TaskSpec, get_task
+from gptbench.run_identity import finetune_dir, finetune_settings, pretrain_dir, record_settings
+from gptbench.task_data import datamodule, read_split
+from gptbench.tasks import SplitUnavailable, TaskSpec, get_task
 from gptbench.tokenizer import Tokenizer
 from gptbench.tokenizer_stage import build_tokenizer, run_tokenizer
 from gptbench.training import (
     GradientClipping,
     RngStateMixin,
     TokensPerSecond,
+    WallClock,
     adamw,
     check_resume,
     make_trainer,
@@ -116,7 +117,7 @@ class FinetuneModule(GradientClipping, RngStateMixin, L.LightningModule):
         self.head = TaskHead(model.config.n_embd, task.transformation, task.num_outputs, clf_pdrop,
                              model.config.initializer_range)  # fmt: skip
         # One metric set per scored split, and per group within it (RACE-m, RACE-h).
-        scored = {*task.eval_splits, *task.test_splits}
+        scored = {*task.eval_splits, *task.test_splits, "holdout"}
         self.metrics = nn.ModuleDict({
             split: nn.ModuleDict({
                 population: nn.ModuleDict({m: make_metric(m, task.num_outputs) for m in task.metrics})
@@ -271,7 +272,7 @@ def initial_module(cfg: ExperimentConfig) -> tuple[FinetuneModule, Tokenizer, st
         tokenizer = run_tokenizer(cfg)
         config = GPTConfig(**{**asdict(cfg.model), "vocab_size": tokenizer.vocab_size, "n_special": tokenizer.n_special})
         return FinetuneModule(config, task, **optimisation_hparams(f)), tokenizer, "none (random initialisation)"
-    path = cfg.run_dir / "pretrain" / "model" if f.init == "pretrained" else Path(f.init)
+    path = pretrain_dir(cfg) / "model" if f.init == "pretrained" else Path(f.init)
     if not path.exists():
         raise ConfigError(f"finetune.init=pretrained: {path} does not exist; run `gptbench pretrain` first")
     tok_dir = (path if path.is_dir() else path.parent) / "tokenizer"
@@ -292,8 +293,34 @@ def initial_module(cfg: ExperimentConfig) -> tuple[FinetuneModule, Tokenizer, st
     return module, tokenizer, str(path)
 
 
+def resolve_selection(cfg: ExperimentConfig, task: TaskSpec, data_root: Path | None) -> str:
+    """``finetune.select``, with ``auto`` resolved: ``dev`` where a labelled test split is present
+    (it is what gets reported, so dev may choose the epoch), ``holdout`` where dev is reported."""
+    if cfg.finetune.select != "auto":
+        return cfg.finetune.select
+    for split in task.test_splits:
+        try:
+            read_split(task, split, data_root, cfg.finetune.splits.get(split))
+            return "dev"
+        except SplitUnavailable:
+            continue
+    return "holdout"
+
+
+def score(trainer: L.Trainer, module: FinetuneModule, data) -> dict[str, dict[str, float]]:
+    """{split: {metric: value}} on the data module's evaluation splits and labelled test splits."""
+    scores = {k: v for d in trainer.validate(module, datamodule=data, verbose=False) for k, v in d.items()}
+    if data.test_splits:
+        scores |= {k: v for d in trainer.test(module, datamodule=data, verbose=False) for k, v in d.items()}
+    return {
+        split: {k.removeprefix(f"{split}/"): v for k, v in sorted(scores.items())
+                if k.startswith(f"{split}/") and not k.endswith("/loss")}
+        for split in [*data.eval_splits, *data.test_splits]
+    }  # fmt: skip
+
+
 def run_finetune(cfg: ExperimentConfig) -> dict:
-    """Fine-tune cfg.finetune.task; returns (and writes) the results of the best epoch."""
+    """Fine-tune cfg.finetune.task; returns (and writes) the results of the selected checkpoint."""
     f = cfg.finetune
     task = get_task(f.task)
     if task.zero_shot_only:
@@ -302,67 +329,88 @@ def run_finetune(cfg: ExperimentConfig) -> dict:
     if unknown:
         raise ConfigError(f"finetune.splits: {unknown} are not splits of {task.name} (splits: {list(task.all_splits)})")
     data_root = require_dir(f.data_dir, "finetune.data_dir", "GPTBENCH_DATA", "the benchmark data root") if f.data_dir else None
-    stage_dir = cfg.run_dir / "finetune" / task.name / f"seed{cfg.seed}"
+    select = resolve_selection(cfg, task, data_root)
+    cfg = replace(cfg, finetune=replace(f, select=select))  # the key records the protocol actually used
+    f = cfg.finetune
+    stage_dir = finetune_dir(cfg)
     if (stage_dir / "results.json").is_file():
         print(f"fine-tuning {task.name} already complete: {stage_dir / 'results.json'}")
         return json.loads((stage_dir / "results.json").read_text())
     ckpt = check_resume(stage_dir, cfg.resume)
-    L.seed_everything(cfg.seed, workers=True)
+    L.seed_everything(cfg.finetune_seed, workers=True)
     module, tokenizer, init_source = initial_module(cfg)
+    record_settings(stage_dir.parent, finetune_settings(cfg))
     atomic_write_text(stage_dir / "config.yaml", to_yaml(cfg))
     data = datamodule(task, tokenizer, batch_size=f.batch_size, n_ctx=module.model.config.n_ctx,
-                      data_dir=data_root or "hub", cache_dir=cfg.cache_dir, seed=cfg.seed,
+                      data_dir=data_root or "hub", cache_dir=cfg.cache_dir, seed=cfg.finetune_seed,
                       max_train_examples=f.max_train_examples, max_eval_examples=f.max_eval_examples,
-                      splits=f.splits, length_grouped=f.length_grouped, num_workers=f.num_workers)  # fmt: skip
+                      splits=f.splits, length_grouped=f.length_grouped, num_workers=f.num_workers,
+                      holdout_fraction=f.holdout_fraction if select == "holdout" else None, holdout_max=f.holdout_max,
+                      eval_splits=["holdout"] if select == "holdout" else None)  # fmt: skip
+    # Read and encode every split this run will use before the first step: a malformed file
+    # fails now, not after training.
     data.setup("fit")
+    for split in data.report_splits:
+        data.load(split)
+    data.setup_test_splits()
+
+    selection_split = data.eval_splits[0]
+    selection = f"{selection_split}/{task.metrics[0]}"
+    callbacks = [resumable_checkpoint(stage_dir / "checkpoints", f.checkpoint_every_n_steps)]
+    if select != "last":
+        best = ModelCheckpoint(stage_dir / "checkpoints", filename="best", monitor=selection, mode="max",
+                               save_top_k=1, auto_insert_metric_name=False, enable_version_counter=False)  # fmt: skip
+        callbacks.append(best)
     steps_per_epoch = data.num_train_batches
-    selection = f"{task.eval_splits[0]}/{task.metrics[0]}"
-    best = ModelCheckpoint(stage_dir / "checkpoints", filename="best", monitor=selection, mode="max", save_top_k=1,
-                           auto_insert_metric_name=False, enable_version_counter=False)  # fmt: skip
-    latest = resumable_checkpoint(stage_dir / "checkpoints", f.checkpoint_every_n_steps)
     trainer = make_trainer(
-        stage_dir, cfg.trainer, [best, latest], extra_callbacks=[TokensPerSecond()], max_epochs=f.epochs,
+        stage_dir, cfg.trainer, callbacks, extra_callbacks=[TokensPerSecond(), clock := WallClock()], max_epochs=f.epochs,
         val_check_interval=1.0 / f.val_checks_per_epoch, log_every_n_steps=max(1, min(50, steps_per_epoch // 4)),
         num_sanity_val_steps=0,
     )  # fmt: skip
-    start = time.perf_counter()
     trainer.fit(module, datamodule=data, ckpt_path=ckpt)
     if trainer.interrupted or trainer.current_epoch < f.epochs:
         raise SystemExit(f"fine-tuning stopped in epoch {trainer.current_epoch}/{f.epochs}; rerun with resume=true")
 
-    # Score the best epoch on the evaluation splits and on every labelled test split present.
-    best_ckpt = torch.load(best.best_model_path, map_location="cpu", weights_only=True)
-    module.load_state_dict(best_ckpt["state_dict"])
-    scores = {k: v for d in trainer.validate(module, datamodule=data, verbose=False) for k, v in d.items()}
-    if data.setup_test_splits():
-        scores |= {k: v for d in trainer.test(module, datamodule=data, verbose=False) for k, v in d.items()}
-    scored = [*data.eval_splits, *data.test_splits]
+    # The reported splits are scored with the last epoch's weights, then with the selected ones.
+    data.eval_splits = list(data.report_splits)
+    last_scores = score(trainer, module, data)
+    chosen = {"epoch": f.epochs - 1, "global_step": trainer.global_step}
+    if select != "last":
+        chosen = torch.load(best.best_model_path, map_location="cpu", weights_only=True)
+        module.load_state_dict(chosen["state_dict"])
+    scores = score(trainer, module, data) if select != "last" else last_scores
     results = {
         "task": task.name,
         "transformation": task.transformation,
-        "selection_metric": selection,
-        "metrics": {
-            split: {k.removeprefix(f"{split}/"): v for k, v in sorted(scores.items())
-                    if k.startswith(f"{split}/") and not k.endswith("/loss")}
-            for split in scored
-        },  # fmt: skip
-        "best_epoch": best_ckpt["epoch"],
-        "best_step": best_ckpt["global_step"],
+        "metrics": scores,
+        "metrics_last_epoch": last_scores,
+        "selection": {
+            "protocol": select,
+            "split": None if select == "last" else selection_split,
+            "metric": task.metrics[0],
+            "best_epoch": chosen["epoch"],
+            "best_step": chosen["global_step"],
+            "holdout_examples": len(data.splits["holdout"]) if "holdout" in data.splits else 0,
+        },
+        "reported_splits": [*data.report_splits, *data.test_splits],
         "splits": {
             split: {"examples": len(data.splits[split]), "source": info.source, "dropped": info.dropped,
                     "truncated": int(sum(info.data["truncated"]))}
-            for split, info in data.info.items()
+            for split, info in sorted(data.info.items())
         },  # fmt: skip
         "substitutions": dict(f.splits),  # reports flag numbers whose split is not the official one
         "unavailable": dict(data.unavailable),
         "data_source": data.data_source,
         "init": init_source,
-        "seed": cfg.seed,
+        "seed": cfg.finetune_seed,
+        "settings_key": stage_dir.parent.name,
         "finetune": asdict(f),
-        "wall_seconds_this_session": time.perf_counter() - start,
+        "wall_seconds": clock.total(),  # training, summed over every session of the run
     }
     atomic_write_json(stage_dir / "results.json", results)
-    for split, metrics in results["metrics"].items():
+    print(f"{task.name}: selection {select}" + (f" on {results['selection']['split']}" if select != "last" else "")
+          + f", epoch {chosen['epoch']}")  # fmt: skip
+    for split, metrics in scores.items():
         print(f"{task.name} {split}: " + ", ".join(f"{m}={v:.4f}" for m, v in metrics.items()))
     for split, why in data.unavailable.items():
         print(f"{task.name} {split}: not scored ({why})")

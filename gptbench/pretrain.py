@@ -7,7 +7,6 @@ the final model in the Hugging Face format to ``runs/<name>/pretrain/model``.
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -20,11 +19,13 @@ from gptbench.config import ExperimentConfig, require_dir, to_yaml
 from gptbench.corpus import CorpusDataModule
 from gptbench.io import atomic_write_json, atomic_write_text
 from gptbench.model import GPT, GPTConfig
+from gptbench.run_identity import point_link, pretrain_dir, pretrain_settings, record_settings
 from gptbench.tokenizer_stage import run_tokenizer
 from gptbench.training import (
     GradientClipping,
     RngStateMixin,
     TokensPerSecond,
+    WallClock,
     adamw,
     check_resume,
     make_trainer,
@@ -102,14 +103,16 @@ class PretrainModule(GradientClipping, RngStateMixin, L.LightningModule):
 def run_pretrain(cfg: ExperimentConfig) -> Path:
     """Pre-train; returns the directory of the exported model (HF format + tokenizer)."""
     corpus_root = require_dir(cfg.corpus.path, "corpus.path", "GPTBENCH_CORPUS", "a folder of .txt books")
-    stage_dir = cfg.run_dir / "pretrain"
+    stage_dir = pretrain_dir(cfg)
     export_dir = stage_dir / "model"
     if (export_dir / "config.json").is_file() and (stage_dir / "metrics.json").is_file():
         print(f"pre-training already complete: {export_dir}")
+        point_link(cfg.run_dir / "pretrain" / "model", export_dir)
         return export_dir
     ckpt = check_resume(stage_dir, cfg.resume)
     L.seed_everything(cfg.seed, workers=True)
-    atomic_write_text(cfg.run_dir / "config.yaml", to_yaml(cfg))
+    record_settings(stage_dir, pretrain_settings(cfg))
+    atomic_write_text(stage_dir / "config.yaml", to_yaml(cfg))
     tokenizer = run_tokenizer(cfg)
     gpt_config = GPTConfig(**{**asdict(cfg.model), "vocab_size": tokenizer.vocab_size, "n_special": tokenizer.n_special})
     p = cfg.pretrain
@@ -125,14 +128,13 @@ def run_pretrain(cfg: ExperimentConfig) -> Path:
         # Every checkpoint is kept: zero-shot performance against pre-training updates (the
         # paper's Figure 2, right) is measured on them.
         [resumable_checkpoint(stage_dir / "checkpoints", p.checkpoint_every_n_steps, keep_all=True)],
-        extra_callbacks=[TokensPerSecond()],
+        extra_callbacks=[TokensPerSecond(), clock := WallClock()],
         max_steps=p.max_steps,
         val_check_interval=p.val_every_n_steps,
         check_val_every_n_epoch=None,
         accumulate_grad_batches=p.accumulate_grad_batches,
         log_every_n_steps=p.log_every_n_steps,
     )
-    start = time.perf_counter()
     trainer.fit(module, datamodule=data, ckpt_path=ckpt)
     if trainer.interrupted or trainer.global_step < p.max_steps:
         raise SystemExit(f"pre-training stopped at step {trainer.global_step}/{p.max_steps}; rerun with resume=true")
@@ -145,9 +147,11 @@ def run_pretrain(cfg: ExperimentConfig) -> Path:
         "val_ppl": math.exp(val["val/loss"]),
         "train_tokens": trainer.global_step * p.batch_size * p.accumulate_grad_batches * gpt_config.n_ctx,
         "corpus_tokens": {k: int(v.size) for k, v in data.tokens.items()},
-        "wall_seconds_this_session": time.perf_counter() - start,
+        "wall_seconds": clock.total(),  # training, summed over every session of the run
         "parameters": module.model.num_parameters(),
     }
     atomic_write_json(stage_dir / "metrics.json", metrics)
+    # runs/<name>/pretrain/model always names the most recently finished pre-training.
+    point_link(cfg.run_dir / "pretrain" / "model", export_dir)
     print(f"pre-training done: val loss {metrics['val_loss']:.4f}, val ppl {metrics['val_ppl']:.2f} -> {export_dir}")
     return export_dir

@@ -131,13 +131,9 @@ class EncodedSplit:
     dropped: int  # rows left out by the task's rules (SNLI: no gold label)
 
 
-def load_encoded(spec: TaskSpec, split: str, tok: Tokenizer, n_ctx: int, data_root: Path | None, cache_dir: Path,
-                 source: str | None = None, max_examples: int | None = None,
-                 sample_seed: int = 0) -> EncodedSplit:  # fmt: skip
-    """One split, encoded; tokenization runs only the first time for the same records, tokenizer
-    and context. ``source`` substitutes another split of the task or a file in this split's
-    format (e.g. train on SNLI dev). ``max_examples`` keeps a random subset drawn with
-    ``sample_seed``, in the split's order, chosen before tokenization."""
+def read_split(spec: TaskSpec, split: str, data_root: Path | None, source: str | None = None) -> tuple[list[dict], int, str]:
+    """(records, dropped rows, where they came from). ``source`` substitutes another split of the
+    task or a file in this split's format (e.g. train on SNLI dev)."""
     if source is None or source == split:
         records, dropped = spec.read(split, data_root)
         where = split
@@ -149,9 +145,34 @@ def load_encoded(spec: TaskSpec, split: str, tok: Tokenizer, n_ctx: int, data_ro
         where = f"file {Path(source).resolve()}"
     if not records:
         raise DataError(f"task {spec.name}: split {split!r} ({where}) has no examples")
-    if max_examples is not None and max_examples < len(records):
-        keep = np.random.RandomState(sample_seed).permutation(len(records))[:max_examples]
-        records = [records[i] for i in sorted(keep)]
+    return records, dropped, where
+
+
+def random_subset(records: list, n: int, seed: int) -> list:
+    """``n`` records drawn with ``seed``, kept in their original order."""
+    if n >= len(records):
+        return records
+    keep = np.random.RandomState(seed).permutation(len(records))[:n]
+    return [records[i] for i in sorted(keep)]
+
+
+def holdout_size(n_train: int, fraction: float, maximum: int) -> int:
+    return max(1, min(maximum, round(fraction * n_train)))
+
+
+def split_off_holdout(records: list, fraction: float, maximum: int) -> tuple[list, list]:
+    """(training records, held-out records): a fixed slice drawn with seed 0, the same for every
+    run seed, so that runs differ only in what they are meant to differ in."""
+    n = holdout_size(len(records), fraction, maximum)
+    if n >= len(records):
+        raise DataError(f"{len(records)} training examples are too few to hold {n} out for selection")
+    held = set(np.random.RandomState(0).permutation(len(records))[:n].tolist())
+    return ([r for i, r in enumerate(records) if i not in held], [r for i, r in enumerate(records) if i in held])
+
+
+def encode_cached(spec: TaskSpec, split: str, records: list[dict], tok: Tokenizer, n_ctx: int, cache_dir: Path) -> datasets.Dataset:
+    """The records encoded; tokenization runs only the first time for the same records,
+    tokenizer and context."""
     key = hashlib.sha256(
         f"v{_FORMAT_VERSION}|{spec.name}|{spec.transformation}|{tok.fingerprint}|{n_ctx}|{_records_digest(records)}".encode()
     ).hexdigest()[:20]
@@ -162,7 +183,18 @@ def load_encoded(spec: TaskSpec, split: str, tok: Tokenizer, n_ctx: int, data_ro
         encode_split(spec, records, tok, n_ctx).save_to_disk(str(tmp))
         shutil.rmtree(target, ignore_errors=True)
         tmp.rename(target)
-    return EncodedSplit(datasets.load_from_disk(str(target)), where, dropped)
+    return datasets.load_from_disk(str(target))
+
+
+def load_encoded(spec: TaskSpec, split: str, tok: Tokenizer, n_ctx: int, data_root: Path | None, cache_dir: Path,
+                 source: str | None = None, max_examples: int | None = None,
+                 sample_seed: int = 0) -> EncodedSplit:  # fmt: skip
+    """One split, encoded and cached; ``max_examples`` keeps a random subset drawn with
+    ``sample_seed``, in the split's order, chosen before tokenization."""
+    records, dropped, where = read_split(spec, split, data_root, source)
+    if max_examples is not None:
+        records = random_subset(records, max_examples, sample_seed)
+    return EncodedSplit(encode_cached(spec, split, records, tok, n_ctx, cache_dir), where, dropped)
 
 
 def collate(examples: list[dict]) -> dict[str, torch.Tensor]:
@@ -225,6 +257,11 @@ class TaskDataModule(L.LightningDataModule):
             with seed 0, so every run scores the same examples).
         splits: substitutions, split -> another split of the task or a file in the split's
             format, e.g. ``{"train": "dev", "dev": "test"}``; recorded in ``info``.
+        holdout_fraction / holdout_max: hold this fraction of the training split (at most
+            ``holdout_max`` examples, the same slice for every seed) out of training as the
+            ``holdout`` split, for choosing epochs or settings without touching dev.
+        eval_splits: the splits ``val_dataloader`` serves; default: the task's evaluation splits
+            (``["holdout"]`` selects on the held-out slice only).
         length_grouped: batch training examples of similar length together.
         num_workers: DataLoader workers.
     """
@@ -232,7 +269,8 @@ class TaskDataModule(L.LightningDataModule):
     def __init__(self, task: str | TaskSpec, tokenizer: Tokenizer, *, batch_size: int = 32, n_ctx: int | None = None,
                  data_dir: str | Path | None = None, cache_dir: str | Path | None = None, seed: int = 1234,
                  max_train_examples: int | None = None, max_eval_examples: int | None = None,
-                 splits: Mapping[str, str] | None = None, length_grouped: bool = False,
+                 splits: Mapping[str, str] | None = None, holdout_fraction: float | None = None,
+                 holdout_max: int = 2000, eval_splits: list[str] | None = None, length_grouped: bool = False,
                  num_workers: int = 0):  # fmt: skip
         super().__init__()
         spec = get_task(task) if isinstance(task, str) else task
@@ -252,8 +290,15 @@ class TaskDataModule(L.LightningDataModule):
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         self.batch_size, self.seed, self.num_workers = batch_size, seed, num_workers
         self.max_train, self.max_eval, self.length_grouped = max_train_examples, max_eval_examples, length_grouped
+        if holdout_fraction is not None and not 0 < holdout_fraction < 1:
+            raise ValueError(f"holdout_fraction must be in (0, 1), got {holdout_fraction}")
+        known = [*spec.all_splits, *(["holdout"] if holdout_fraction else [])]
+        if eval_splits is not None and (not eval_splits or set(eval_splits) - set(known)):
+            raise ValueError(f"eval_splits={eval_splits}: expected a non-empty list of {known}")
         self.sources = dict(splits or {})
-        self.eval_splits: list[str] = list(spec.eval_splits)
+        self.holdout = (holdout_fraction, holdout_max) if holdout_fraction else None
+        self.report_splits: list[str] = list(spec.eval_splits)  # the task's evaluation splits
+        self.eval_splits: list[str] = list(eval_splits or spec.eval_splits)
         self.test_splits: list[str] = []  # the labelled test splits present (after setup("test"))
         self.unavailable: dict[str, str] = {}  # test splits whose data is absent, and why
         scored = {spec.train_split, *spec.eval_splits, *spec.test_splits}
@@ -273,14 +318,28 @@ class TaskDataModule(L.LightningDataModule):
         """Where the task's data is read from: a folder, or the hub dataset."""
         return str(self.data_root / self.spec.data_subdir) if self.data_root else f"hub:{self.spec.hub.path}"
 
+    def _records(self, split: str) -> tuple[list[dict], int, str]:
+        """A split's records after holdout and subsampling (evaluation subsets use seed 0, so
+        every run scores the same examples; prediction splits are never subsampled)."""
+        train = self.spec.train_split
+        records, dropped, where = read_split(self.spec, train if split == "holdout" else split, self.data_root,
+                                             self.sources.get(train if split == "holdout" else split))  # fmt: skip
+        if self.holdout and split in (train, "holdout"):
+            rest, held = split_off_holdout(records, *self.holdout)
+            records, where = (held, f"{where}, held out") if split == "holdout" else (rest, f"{where}, minus holdout")
+        if split == train and self.max_train is not None:
+            records = random_subset(records, self.max_train, self.seed)
+        elif split not in (train, *self.predict_splits) and self.max_eval is not None:
+            records = random_subset(records, self.max_eval, 0)
+        return records, dropped, where
+
     def load(self, split: str) -> datasets.Dataset:
         """One split, encoded (from the cache after the first time)."""
         if split not in self.splits:
-            train, predict = split == self.spec.train_split, split in self.predict_splits
-            encoded = load_encoded(self.spec, split, self.tokenizer, self.n_ctx, self.data_root, self.cache_dir,
-                                   self.sources.get(split),
-                                   None if predict else self.max_train if train else self.max_eval,
-                                   self.seed if train else 0)  # every run scores the same evaluation subset
+            predict = split in self.predict_splits
+            records, dropped, where = self._records(split)
+            encoded = EncodedSplit(encode_cached(self.spec, split, records, self.tokenizer, self.n_ctx, self.cache_dir),
+                                   where, dropped)  # fmt: skip
             data = encoded.data.remove_columns("truncated")
             if predict:
                 data = data.add_column("index", list(range(len(data))))
@@ -321,12 +380,16 @@ class TaskDataModule(L.LightningDataModule):
         return math.ceil(math.ceil(len(self.splits[self.spec.train_split]) / world) / self.batch_size)
 
     def _samples_done(self) -> int:
-        return batches_done_this_epoch(self.trainer) * self.batch_size
+        """Samples of the shuffled order already consumed (by all processes under DDP)."""
+        world = self.trainer.world_size if self.trainer is not None else 1
+        return batches_done_this_epoch(self.trainer) * self.batch_size * world
 
     def train_dataloader(self) -> DataLoader:
         ds = self.load(self.spec.train_split)
         lengths = [max(map(len, ids)) for ids in ds["input_ids"]] if self.length_grouped else None
-        sampler = ResumableSampler(len(ds), self.seed, lengths, self.batch_size, samples_done=self._samples_done)
+        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer is not None else (0, 1)
+        sampler = ResumableSampler(len(ds), self.seed, lengths, self.batch_size, samples_done=self._samples_done,
+                                   rank=rank, world=world)  # fmt: skip
         return DataLoader(ds, batch_size=self.batch_size, sampler=sampler, collate_fn=collate,
                           num_workers=self.num_workers, generator=private_generator(self.seed))  # fmt: skip
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from gptbench.config import ExperimentConfig, require_dir
 from gptbench.corpus import book_text, split_books, text_chunks
+from gptbench.run_identity import record_settings, tokenizer_dir, tokenizer_settings
 from gptbench.tokenizer import Tokenizer
 
 
@@ -28,11 +29,12 @@ def build_tokenizer(cfg: ExperimentConfig, corpus_root: Path | None) -> Tokenize
 
 
 def run_tokenizer(cfg: ExperimentConfig) -> Tokenizer:
-    """Load the run's saved tokenizer, or build and save it (runs/<name>/tokenizer)."""
-    path = cfg.run_dir / "tokenizer"
+    """Load the run's saved tokenizer, or build and save it (runs/<name>/tokenizer/<label>-<key>)."""
+    path = tokenizer_dir(cfg)
     if (path / "tokenizer.json").is_file():
         return Tokenizer.load(path)
     corpus = require_dir(cfg.corpus.path, "corpus.path", "GPTBENCH_CORPUS", "a folder of .txt books") if cfg.tokenizer.kind == "trained" else None
     tokenizer = build_tokenizer(cfg, corpus)
     tokenizer.save(path)
+    record_settings(path, tokenizer_settings(cfg))
     return tokenizer

@@ -18,7 +18,7 @@ from lightning.pytorch.callbacks import (
     TQDMProgressBar,
 )
 from lightning.pytorch.loggers import TensorBoardLogger
-from torch.utils.data import Sampler
+from torch.utils.data.distributed import DistributedSampler
 
 from gptbench.config import ConfigError, TrainerConfig
 
@@ -95,27 +95,30 @@ def private_generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-class ResumableSampler(Sampler[int]):
+class ResumableSampler(DistributedSampler):
     """Shuffles ``n`` indices with a generator seeded by (seed, epoch) and, after a resume, skips
     the samples the interrupted epoch already consumed (Lightning calls ``set_epoch``).
 
     ``samples_done`` is asked when an epoch's iteration starts (after a checkpoint is restored):
-    how many samples of this epoch were already trained on.
+    how many samples of this epoch all processes together already trained on.
 
-    With ``lengths`` and ``batch_size``, indices are grouped so that each batch holds examples of
-    similar length (less padding), while batch order stays random.
+    Data parallel: process ``rank`` of ``world`` takes every world-th sample of the one shuffled
+    order, so the processes' batches together are exactly the single-process batch of
+    ``batch_size * world`` (the order is padded by repeating its start to a multiple of
+    ``world``). Being a DistributedSampler, Lightning uses it as it is instead of wrapping it.
+
+    With ``lengths``, indices are grouped so that each (global) batch holds examples of similar
+    length (less padding), while batch order stays random.
     """
 
     def __init__(self, n: int, seed: int, lengths=None, batch_size: int = 1,
-                 samples_done: Callable[[], int] = lambda: 0):  # fmt: skip
-        self.n, self.seed, self.lengths, self.batch_size = n, seed, lengths, batch_size
+                 samples_done: Callable[[], int] = lambda: 0, rank: int = 0, world: int = 1):  # fmt: skip
+        super().__init__(range(n), num_replicas=world, rank=rank, shuffle=False, drop_last=False)
+        self.n, self.seed, self.lengths, self.batch_size = n, seed, lengths, batch_size * world
         self.samples_done = samples_done
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
 
     def order(self) -> list[int]:
+        """The global order of one epoch (every process computes the same)."""
         g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
         order = torch.randperm(self.n, generator=g).tolist()
         if self.lengths is not None:
@@ -128,13 +131,13 @@ class ResumableSampler(Sampler[int]):
             full = [b for b in batches if len(b) == self.batch_size]
             rest = [j for b in batches if len(b) < self.batch_size for j in b]
             order = [j for b in torch.randperm(len(full), generator=g).tolist() for j in full[b]] + rest
-        return order
+        return order + order[: self.total_size - self.n]
 
     def __iter__(self):
-        return iter(self.order()[self.samples_done() :])
+        return iter(self.order()[self.samples_done() :][self.rank :: self.num_replicas])
 
     def __len__(self) -> int:
-        return self.n
+        return self.num_samples
 
 
 def batches_done_this_epoch(trainer: L.Trainer | None) -> int:
@@ -194,6 +197,32 @@ class TokensPerSecond(Callback):
             self._tokens, self._start = 0, time.perf_counter()
 
 
+class WallClock(Callback):
+    """Training wall time summed over every session of a run (kept in its checkpoints)."""
+
+    def __init__(self) -> None:
+        self.seconds, self._since = 0.0, None
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._since = time.perf_counter()
+
+    def _tick(self) -> None:
+        if self._since is not None:
+            now = time.perf_counter()
+            self.seconds, self._since = self.seconds + now - self._since, now
+
+    def state_dict(self) -> dict:
+        self._tick()
+        return {"seconds": self.seconds}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.seconds = state_dict["seconds"]
+
+    def total(self) -> float:
+        self._tick()
+        return self.seconds
+
+
 def resumable_checkpoint(ckpt_dir: Path, every_n_train_steps: int | None = None, keep_all: bool = False) -> ModelCheckpoint:
     """Checkpoints at the end of every epoch (and every ``every_n_train_steps``); ``last.ckpt`` is
     a link to the newest, which ``resume=true`` continues from."""
@@ -246,7 +275,9 @@ def make_trainer(
     return L.Trainer(
         default_root_dir=run_dir,
         accelerator=trainer_cfg.accelerator,
-        devices=1,
+        devices=trainer_cfg.devices,
+        num_nodes=trainer_cfg.num_nodes,
+        strategy=trainer_cfg.strategy,
         precision=trainer_cfg.precision,
         deterministic=trainer_cfg.deterministic,
         logger=TensorBoardLogger(save_dir=run_dir, name="", version="tb", default_hp_metric=False),

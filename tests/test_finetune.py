@@ -14,23 +14,36 @@ from gptbench.config import load_config
 from gptbench.tasks import get_task
 
 
+def stage_results(cfg, task="sst2") -> Path:
+    """The one results.json of a task in a run directory (its path carries the settings key)."""
+    (path,) = (cfg.run_dir / "finetune" / task).glob(f"*/seed{cfg.finetune_seed}/results.json")
+    return path
+
+
 def test_sst2_end_to_end(pretrained):
     cfg = load_config("smoke", pretrained + ["finetune.task=sst2"])
     results = finetune.run_finetune(cfg)
-    saved = json.loads((cfg.run_dir / "finetune" / "sst2" / "seed1234" / "results.json").read_text())
+    saved = json.loads(stage_results(cfg).read_text())
     assert saved == results
-    assert set(saved["metrics"]) == {"dev"} and 0.0 <= saved["metrics"]["dev"]["accuracy"] <= 1.0
-    assert {k: v["examples"] for k, v in saved["splits"].items()} == {"train": 96, "dev": 64}
+    assert set(saved["metrics"]) == set(saved["metrics_last_epoch"]) == {"dev"}
+    assert 0.0 <= saved["metrics"]["dev"]["accuracy"] <= 1.0
+    # Selection on a held-out slice of train (SST-2 reports dev): 10% of 67,349 capped at 2,000,
+    # then max_eval_examples=64 of it; training uses 96 of the rest.
+    assert {k: v["examples"] for k, v in saved["splits"].items()} == {"train": 96, "holdout": 64, "dev": 64}
+    assert saved["splits"]["holdout"]["source"] == "train, held out"
+    assert saved["selection"] | {"best_epoch": 0, "best_step": 0} == {
+        "protocol": "holdout", "split": "holdout", "metric": "accuracy", "best_epoch": 0, "best_step": 0,
+        "holdout_examples": 64}  # fmt: skip
+    assert saved["selection"]["best_epoch"] in (0, 1) and saved["reported_splits"] == ["dev"]
     assert saved["substitutions"] == {} and saved["unavailable"] == {}
-    assert saved["selection_metric"] == "dev/accuracy" and saved["best_epoch"] in (0, 1)
-    assert saved["init"].endswith("pretrain/model")
+    assert "pretrain/" in saved["init"] and saved["init"].endswith("/model")
     assert finetune.run_finetune(cfg) == saved  # idempotent: a finished run is not redone
 
 
 def test_finetune_resume_after_a_crash_is_exact(pretrained, monkeypatch):
-    straight = load_config("smoke", pretrained + ["seed=5"])
+    straight = load_config("smoke", pretrained + ["finetune.seed=5"])
     finetune.run_finetune(straight)
-    crashed = load_config("smoke", pretrained + ["seed=5", "name=tiny_crashed", "finetune.init=" +
+    crashed = load_config("smoke", pretrained + ["finetune.seed=5", "name=tiny_crashed", "finetune.init=" +
                                                  str(straight.run_dir / "pretrain" / "model")])  # fmt: skip
     with monkeypatch.context() as m:
         crash_at(m, finetune, step=3)  # mid-way through the first of two 6-step epochs
@@ -38,11 +51,42 @@ def test_finetune_resume_after_a_crash_is_exact(pretrained, monkeypatch):
             finetune.run_finetune(crashed)
     crashed.resume = True
     finetune.run_finetune(crashed)
-    ckpts = [torch.load(c.run_dir / "finetune/sst2/seed5/checkpoints/last.ckpt", weights_only=True)
+    ckpts = [torch.load(stage_results(c).parent / "checkpoints/last.ckpt", weights_only=True)
              for c in (straight, crashed)]  # fmt: skip
     assert ckpts[0]["global_step"] == ckpts[1]["global_step"] == 12
     for key, value in ckpts[0]["state_dict"].items():
         assert torch.equal(value, ckpts[1]["state_dict"][key]), key
+
+
+def test_a_changed_setting_is_a_different_run(pretrained, capsys):
+    """Run identity: finished stages are reused only for the same settings (issue: after the
+    default run, an ablation printed 'already complete' and returned the default's results)."""
+    base = load_config("smoke", pretrained + ["finetune.task=rte"])
+    default = finetune.run_finetune(base)
+    ablation = load_config("smoke", pretrained + ["finetune.task=rte", "finetune.init=none", "finetune.lm_coef=0"])
+    capsys.readouterr()
+    result = finetune.run_finetune(ablation)
+    assert "already complete" not in capsys.readouterr().out
+    assert result["init"].startswith("none") and result["finetune"]["lm_coef"] == 0
+    assert result["settings_key"] != default["settings_key"]
+    dirs = sorted(p.name for p in (base.run_dir / "finetune" / "rte").iterdir())
+    assert len(dirs) == 2 and dirs[0].startswith("pretrained-lm0.5") and dirs[1].startswith("scratch-lm0-")
+    settings = json.loads((ablation.run_dir / "finetune" / "rte" / result["settings_key"] / "settings.json").read_text())
+    assert settings["init"] == {"none": settings["init"]["none"]} and settings["finetune"]["lm_coef"] == 0
+    assert finetune.run_finetune(ablation) == result  # the same settings: reused
+    assert "already complete" in capsys.readouterr().out
+
+
+def test_selection_protocols(pretrained):
+    """last: no selection, the final epoch's scores are the reported ones; dev where a labelled
+    test split is reported (Story Cloze) under auto."""
+    last = finetune.run_finetune(load_config("smoke", pretrained + ["finetune.task=rte", "finetune.select=last"]))
+    assert last["selection"]["protocol"] == "last" and last["selection"]["split"] is None
+    assert last["selection"]["best_epoch"] == 1 and last["metrics"] == last["metrics_last_epoch"]
+    assert "holdout" not in last["splits"] and last["splits"]["train"]["examples"] == 96
+    cloze = finetune.run_finetune(load_config("smoke", pretrained + ["finetune.task=story_cloze"]))
+    assert cloze["selection"]["protocol"] == "dev" and set(cloze["metrics"]) == {"dev", "test"}
+    assert cloze["reported_splits"] == ["dev", "test"]
 
 
 def tiny_module(task="sst2", **optim):

@@ -9,6 +9,7 @@ from safetensors.torch import load_file
 import gptbench.pretrain as pretrain
 from gptbench.config import ConfigError, load_config
 from gptbench.corpus import book_text, cached_corpus, split_books
+from gptbench.run_identity import pretrain_dir
 
 
 class CrashAt(Callback):
@@ -40,13 +41,13 @@ def test_validation_loss_falls_on_real_books(tmp_path, tiny_corpus, cache_dir):
     cfg = load_config("smoke", tiny_overrides(tmp_path, tiny_corpus, cache_dir) + ["pretrain.max_steps=60", "pretrain.warmup_steps=10",
                                                                                  "pretrain.val_every_n_steps=5"])  # fmt: skip
     export = pretrain.run_pretrain(cfg)
-    val = scalars(cfg.run_dir / "pretrain", "val/loss")
+    val = scalars(pretrain_dir(cfg), "val/loss")
     assert [s for s, _ in val][:3] == [4, 9, 14]  # logged every 5 steps (0-based step index)
     print("val loss by step:", [(s, round(v, 3)) for s, v in val])
     assert val[-1][1] < val[0][1] - 0.3
     for tag in ("train/loss", "train/tokens_per_sec", "val/ppl", "lr-AdamW/pg1"):
-        assert scalars(cfg.run_dir / "pretrain", tag), tag
-    metrics = json.loads((cfg.run_dir / "pretrain" / "metrics.json").read_text())
+        assert scalars(pretrain_dir(cfg), tag), tag
+    metrics = json.loads((pretrain_dir(cfg) / "metrics.json").read_text())
     assert metrics["steps"] == 60 and metrics["val_ppl"] == pytest.approx(torch.tensor(metrics["val_loss"]).exp().item(), rel=1e-5)
     assert (export / "config.json").is_file() and (export / "tokenizer" / "tokenizer.json").is_file()
 
@@ -61,7 +62,7 @@ def test_resume_after_a_crash_is_exact(tmp_path, tiny_corpus, cache_dir, monkeyp
         crash_at(m, pretrain, step=6)  # between the checkpoints at steps 4 and 8
         with pytest.raises(RuntimeError, match="simulated crash"):
             pretrain.run_pretrain(crashed)
-    assert (crashed.run_dir / "pretrain" / "checkpoints" / "on_exception.ckpt").is_file()
+    assert (pretrain_dir(crashed) / "checkpoints" / "on_exception.ckpt").is_file()
     with pytest.raises(ConfigError, match="resume=true"):
         pretrain.run_pretrain(crashed)
     pretrain.run_pretrain(load_config("smoke", base + ["name=crashed", "resume=true"]))
@@ -71,8 +72,30 @@ def test_resume_after_a_crash_is_exact(tmp_path, tiny_corpus, cache_dir, monkeyp
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), key
-    ma, mb = (json.loads((c.run_dir / "pretrain" / "metrics.json").read_text()) for c in (straight, crashed))
+    ma, mb = (json.loads((pretrain_dir(c) / "metrics.json").read_text()) for c in (straight, crashed))
     assert ma["val_loss"] == mb["val_loss"]
+
+
+def test_a_changed_setting_is_a_different_pretraining(tmp_path, tiny_corpus, cache_dir, capsys):
+    """Run identity: `pretrain model.n_layer=1` after the 2-layer run is a new run, not 'complete';
+    runs/<name>/pretrain/model names the latest finished one; the same settings are reused."""
+    base = tiny_overrides(tmp_path, tiny_corpus, cache_dir) + ["pretrain.max_steps=4"]
+    two = load_config("smoke", base)
+    one = load_config("smoke", base + ["model.n_layer=1"])
+    assert pretrain_dir(one) != pretrain_dir(two) and pretrain_dir(one).parent == pretrain_dir(two).parent
+    assert pretrain.run_pretrain(two) == pretrain_dir(two) / "model"
+    capsys.readouterr()
+    assert pretrain.run_pretrain(one) == pretrain_dir(one) / "model"
+    assert "already complete" not in capsys.readouterr().out
+    assert json.loads((two.run_dir / "pretrain" / "model" / "config.json").read_text())["n_layer"] == 1
+    assert json.loads((pretrain_dir(one) / "settings.json").read_text())["model"]["n_layer"] == 1
+    assert pretrain.run_pretrain(load_config("smoke", base)) == pretrain_dir(two) / "model"
+    assert "already complete" in capsys.readouterr().out
+    assert json.loads((two.run_dir / "pretrain" / "model" / "config.json").read_text())["n_layer"] == 2
+    # Settings that change no number share the run: logging, checkpoints, caches, resume.
+    same = load_config("smoke", base + ["pretrain.log_every_n_steps=1", "pretrain.checkpoint_every_n_steps=2",
+                                        f"cache_dir={tmp_path / 'elsewhere'}", "resume=true"])  # fmt: skip
+    assert pretrain_dir(same) == pretrain_dir(two)
 
 
 def test_corpus_split_and_cache(tiny_corpus, cache_dir, monkeypatch, gpt1_tokenizer):

@@ -126,3 +126,29 @@ def test_bad_arguments_fail_at_construction(tokenizer):
 def test_public_names():
     for name in gptbench.__all__:
         assert getattr(gptbench, name).__doc__ or name in ("TASKS",), name
+
+
+def test_ddp_over_two_cpu_processes_matches_one_process(pretrained, tokenizer, cache_dir):
+    """Data parallelism through Lightning's strategies: 2 CPU processes (gloo) with 8 examples
+    each fine-tune like 1 process with the same global batch of 16 (dropout off, so the only
+    difference is the order of floating-point sums)."""
+    no_dropout = {"embd_pdrop": 0.0, "attn_pdrop": 0.0, "resid_pdrop": 0.0}
+
+    def fit(devices: int, batch_size: int) -> dict:
+        torch.manual_seed(0)
+        module = gptbench.FinetuneModule.from_pretrained(pretrained_model(pretrained), task="rte", lr=1e-3,
+                                                         clf_pdrop=0.0, model_overrides=no_dropout)  # fmt: skip
+        data = gptbench.datamodule("rte", tokenizer, data_dir=DATA, cache_dir=cache_dir, batch_size=batch_size,
+                                   max_train_examples=64, max_eval_examples=32)  # fmt: skip
+        strategy = "ddp_spawn" if devices > 1 else "auto"
+        trainer = plain_trainer(max_epochs=2, accelerator="cpu", devices=devices, strategy=strategy)
+        trainer.fit(module, datamodule=data)
+        assert devices > 1 or trainer.global_step == 8  # (ddp_spawn's trainer state stays in its processes)
+        return {k: v.clone() for k, v in module.state_dict().items()}
+
+    one, two = fit(1, 16), fit(2, 8)
+    start = gptbench.GPT.from_pretrained(pretrained_model(pretrained)).state_dict()
+    moved = max((one[f"model.{k}"] - v).abs().max().item() for k, v in start.items() if "tokens_embed" not in k)
+    diff = max((one[k] - two[k]).abs().max().item() for k in one)
+    print(f"DDP vs single process: max |weight difference| {diff:.2e} (weights moved up to {moved:.2e})")
+    assert moved > 1e-3 and diff < 1e-5

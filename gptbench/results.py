@@ -1,0 +1,81 @@
+"""The small, committed-size result files a report is made from: provenance and the pre-training
+curve, exported from a run directory into ``results/<preset>/`` (the fine-tunes' status files are
+written by the sweep). Nothing here trains or loads a model."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+from gptbench.config import ExperimentConfig
+from gptbench.io import atomic_write_json, atomic_write_text
+from gptbench.run_identity import pretrain_dir
+
+CURVE_TAGS = ("train/loss", "val/loss", "val/ppl")
+
+
+def git_commit() -> str | None:
+    """The checkout's commit (with '+dirty' when it has uncommitted changes), if it is a git checkout."""
+    repo = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True, text=True,
+                                check=True).stdout.strip()  # fmt: skip
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
+                               capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return commit + ("+dirty" if dirty else "")
+
+
+def machine() -> str:
+    return f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}"
+
+
+def pretrain_curve(tb_dir: Path) -> list[dict]:
+    """Rows {step, train_loss, val_loss, val_ppl} from the TensorBoard events of a pre-training
+    (a resumed run's repeated steps keep their last value)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(tb_dir), size_guidance={"scalars": 0})
+    acc.Reload()
+    rows: dict[int, dict] = {}
+    for tag in CURVE_TAGS:
+        if tag in acc.Tags()["scalars"]:
+            for event in acc.Scalars(tag):
+                rows.setdefault(event.step, {})[tag.replace("/", "_")] = event.value
+    return [{"step": step, **rows[step]} for step in sorted(rows)]
+
+
+def write_pretrain_results(cfg: ExperimentConfig, results_dir: Path) -> None:
+    """``provenance.json`` and ``pretrain_curve.csv`` for the pre-training of ``cfg``."""
+    stage = pretrain_dir(cfg)
+    metrics = json.loads((stage / "metrics.json").read_text())
+    model = json.loads((stage / "model" / "config.json").read_text())
+    t, c = cfg.tokenizer, cfg.corpus
+    provenance = {
+        "preset": cfg.name,
+        "model": {"n_layer": cfg.model.n_layer, "n_embd": cfg.model.n_embd, "n_head": cfg.model.n_head,
+                  "n_ctx": cfg.model.n_ctx, "vocab_size": model["gptbench"]["vocab_size"]},  # fmt: skip
+        "parameters": metrics["parameters"],
+        "tokenizer": "GPT-1's released 40k BPE" if t.kind == "gpt1" else f"BPE trained on the books, {t.vocab_size} tokens",
+        "corpus": {"path": str(c.path), "max_bytes": c.max_bytes, "val_books": c.val_books,
+                   "train_tokens": metrics["corpus_tokens"]["train"], "val_tokens": metrics["corpus_tokens"]["val"]},
+        "pretrain": {"steps": metrics["steps"], "tokens_seen": metrics["train_tokens"], "val_loss": metrics["val_loss"],
+                     "val_ppl": metrics["val_ppl"], "wall_seconds": metrics["wall_seconds"],
+                     "tokens_per_sec": metrics["train_tokens"] / max(metrics["wall_seconds"], 1e-9),
+                     "run": str(stage)},
+        "git_commit": git_commit(),
+        "machine": machine(),
+    }  # fmt: skip
+    atomic_write_json(results_dir / "provenance.json", provenance)
+    rows = pretrain_curve(stage / "tb")
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=["step", "train_loss", "val_loss", "val_ppl"], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(results_dir / "pretrain_curve.csv", out.getvalue())

@@ -1,0 +1,296 @@
+"""Sweeps: a paper table x a preset -> runs (task x variant x seed), executed idempotently.
+
+``gptbench sweep table4_glue smoke seeds=[1,2,3]`` expands ``experiments/table4_glue.yaml`` on
+the ``smoke`` preset, pre-trains once (shared by every fine-tune that uses it), then runs each
+fine-tune in a fresh process: one after another, ``jobs=N`` at a time (threads divided so N jobs
+never oversubscribe the cores), or as one submitit job array (``executor=slurm``;
+``executor=submitit_local`` runs the same code on this machine).
+
+Each run leaves one status file, written atomically, in ``<results_dir>/runs/<paper table>/
+<task>/<variant>/seed<seed>.json``: ``done`` (the run's results), ``failed`` (its error) or
+``unavailable`` (its data is absent here, and why). Re-running the sweep skips runs that are done
+with the same settings, resumes interrupted ones from their last checkpoint and retries the rest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import multiprocessing
+import os
+import sys
+import time
+import traceback
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from gptbench.config import EXPERIMENTS_DIR, ConfigError, ExperimentConfig, experiment_files, load_config
+from gptbench.io import atomic_write_json
+from gptbench.run_identity import finetune_settings, settings_key
+
+SWEEP_KEYS = ("seeds", "tasks", "variants", "jobs", "executor", "results_dir")
+EXECUTORS = ("local", "slurm", "submitit_local")
+
+
+@dataclass(frozen=True)
+class Table:
+    """A sweep file of experiments/ (``kind: table``)."""
+
+    name: str
+    paper_table: str  # its key in results/paper.yaml
+    tasks: tuple[str, ...]
+    seeds: tuple[int, ...]
+    variants: dict[str, tuple[str, ...]] = field(hash=False)  # variant -> overrides
+
+
+def load_table(name: str) -> Table:
+    path = Path(name) if Path(name).is_file() else EXPERIMENTS_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"sweep table {name!r}: no such file and no table of that name (tables: {experiment_files('table')})")
+    node = OmegaConf.to_container(OmegaConf.load(path))
+    if not isinstance(node, dict) or node.get("kind") != "table":
+        raise ConfigError(f"{path}: not a sweep table (expected 'kind: table')")
+    for key in ("paper_table", "tasks", "seeds", "variants"):
+        if key not in node:
+            raise ConfigError(f"{path}: missing key {key!r}")
+    variants = node["variants"]
+    if not isinstance(variants, dict) or not variants:
+        raise ConfigError(f"{path}: 'variants' must map a variant name to a list of key=value overrides")
+    return Table(path.stem, node["paper_table"], tuple(node["tasks"]), tuple(int(s) for s in node["seeds"]),
+                 {v: tuple(o or ()) for v, o in variants.items()})  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Run:
+    table: str  # the sweep file
+    paper_table: str  # the paper's table it fills (results/paper.yaml), where its status is kept
+    task: str
+    variant: str
+    seed: int
+    preset: str
+    overrides: tuple[str, ...]  # the sweep's, the variant's, then this run's own
+
+    @property
+    def id(self) -> str:
+        return f"{self.table}/{self.task}/{self.variant}/seed{self.seed}"
+
+    def config(self) -> ExperimentConfig:
+        return load_config(self.preset, [*self.overrides, "resume=true"])
+
+
+def split_overrides(overrides: list[str]) -> tuple[dict, list[str]]:
+    """(sweep keys, experiment overrides) from ``key=value`` arguments."""
+    sweep, experiment = {}, []
+    for o in overrides:
+        key, _, value = o.partition("=")
+        if key in SWEEP_KEYS:
+            sweep[key] = OmegaConf.to_container(OmegaConf.from_dotlist([f"x={value}"]))["x"]
+        else:
+            experiment.append(o)
+    return sweep, experiment
+
+
+def expand(table: Table, preset: str, overrides: list[str], seeds=None, tasks=None, variants=None) -> list[Run]:
+    """Every run of the table on the preset: variant x task x seed, in that order."""
+    unknown = sorted(set(tasks or ()) - set(table.tasks)) + sorted(set(variants or ()) - set(table.variants))
+    if unknown:
+        raise ConfigError(f"sweep {table.name}: {unknown} are not tasks or variants of the table")
+    runs = []
+    for variant in variants or table.variants:
+        for task in tasks or table.tasks:
+            for seed in seeds or table.seeds:
+                own = [f"finetune.task={task}", f"finetune.seed={seed}"]
+                runs.append(Run(table.name, table.paper_table, task, variant, int(seed), preset,
+                                (*overrides, *table.variants[variant], *own)))  # fmt: skip
+    for run in runs:
+        run.config()  # every configuration is valid before any work starts
+    return runs
+
+
+def request_key(cfg: ExperimentConfig) -> str:
+    """The identity of a requested fine-tune (settings + seed), known without reading data."""
+    return settings_key({**finetune_settings(cfg), "seed": cfg.finetune_seed})
+
+
+def status_path(results_dir: Path, run: Run) -> Path:
+    return results_dir / "runs" / run.paper_table / run.task / run.variant / f"seed{run.seed}.json"
+
+
+def log_path(cfg: ExperimentConfig, run: Run) -> Path:
+    return cfg.run_dir / "sweep_logs" / f"{run.id}.log"
+
+
+def is_done(results_dir: Path, run: Run) -> bool:
+    path = status_path(results_dir, run)
+    if not path.is_file():
+        return False
+    status = json.loads(path.read_text())
+    return status.get("status") == "done" and status.get("request_key") == request_key(run.config())
+
+
+def execute_run(run: Run, results_dir: str, threads: int | None = None) -> dict:
+    """One fine-tune in this process, its output in its log file; writes and returns its status.
+    Top-level and picklable: the same function runs in a local process pool and in submitit jobs."""
+    import torch
+
+    from gptbench.finetune import run_finetune
+    from gptbench.tasks import SplitUnavailable
+
+    if threads:
+        torch.set_num_threads(threads)
+    cfg = run.config()
+    base = {"table": run.table, "task": run.task, "variant": run.variant, "seed": run.seed,
+            "request_key": request_key(cfg), "overrides": list(run.overrides)}  # fmt: skip
+    log = log_path(cfg, run)
+    start = time.perf_counter()
+    with output_to(log):
+        try:
+            status = {**base, "status": "done", **run_finetune(cfg)}
+        except SplitUnavailable as e:
+            status = {**base, "status": "unavailable", "reason": str(e)}
+        except Exception as e:  # recorded, and the sweep goes on with the other runs
+            traceback.print_exc()
+            status = {**base, "status": "failed", "error": f"{type(e).__name__}: {e}".split("\n")[0], "log": str(log)}
+    status.setdefault("wall_seconds", time.perf_counter() - start)
+    atomic_write_json(status_path(Path(results_dir), run), status)
+    return status
+
+
+@contextlib.contextmanager
+def output_to(log: Path):
+    """Send this process's stdout and stderr (file descriptors included: progress bars, C++
+    warnings) to ``log`` for the duration; the sweep's own output stays readable."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush(), sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(log, "a", encoding="utf-8") as out:
+        os.dup2(out.fileno(), 1), os.dup2(out.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush(), sys.stderr.flush()
+            os.dup2(saved[0], 1), os.dup2(saved[1], 2)
+            os.close(saved[0]), os.close(saved[1])
+
+
+class Progress:
+    """Runs done / total, failures so far, the current runs, and an ETA from the runs done."""
+
+    def __init__(self, total: int, done: int, jobs: int):
+        self.total, self.done, self.jobs, self.failed = total, done, jobs, 0
+        self.durations: list[float] = []
+
+    def finished(self, run: Run, status: dict, seconds: float) -> None:
+        self.done += 1
+        self.durations.append(seconds)
+        self.failed += status["status"] == "failed"
+        outcome = {"done": _headline(status), "failed": status.get("error", ""),
+                   "unavailable": f"data absent: {status.get('reason', '')}"}[status["status"]]  # fmt: skip
+        left = self.total - self.done
+        eta = sum(self.durations) / len(self.durations) * left / self.jobs
+        print(f"[{self.done}/{self.total} runs, {self.failed} failed] {run.id}: {status['status']} in {seconds:.0f} s"
+              f" ({outcome[:160]}){f'; ETA {_minutes(eta)}' if left else ''}", flush=True)  # fmt: skip
+
+
+def _headline(status: dict) -> str:
+    for split, metrics in status.get("metrics", {}).items():
+        name, value = next(iter(metrics.items()))
+        return f"{split} {name} {100 * value:.1f}"
+    return ""
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
+
+
+def _pretrainings(runs: list[Run]) -> list[ExperimentConfig]:
+    """One config per distinct pre-training the runs fine-tune from."""
+    from gptbench.run_identity import pretrain_dir
+
+    distinct = {}
+    for run in runs:
+        cfg = run.config()
+        if cfg.finetune.init == "pretrained":
+            distinct.setdefault(pretrain_dir(cfg), cfg)
+    return list(distinct.values())
+
+
+def run_sweep(table_name: str, preset: str, overrides: list[str]) -> Path:
+    """Expand and execute a sweep; returns its results directory."""
+    from gptbench.pretrain import run_pretrain
+    from gptbench.results import write_pretrain_results
+
+    sweep, experiment = split_overrides(overrides)
+    table = load_table(table_name)
+    runs = expand(table, preset, experiment, sweep.get("seeds"), sweep.get("tasks"), sweep.get("variants"))
+    jobs, executor = int(sweep.get("jobs", 1)), sweep.get("executor", "local")
+    if jobs < 1 or executor not in EXECUTORS:
+        raise ConfigError(f"jobs={jobs}, executor={executor!r}: expected jobs >= 1 and executor in {EXECUTORS}")
+    first = runs[0].config()
+    results_dir = Path(sweep.get("results_dir") or Path("results") / first.name)
+
+    for cfg in _pretrainings(runs):
+        run_pretrain(cfg)  # done once; a finished pre-training is reused
+        write_pretrain_results(cfg, results_dir)
+    todo = [r for r in runs if not is_done(results_dir, r)]
+    print(f"sweep {table.name} on {preset}: {len(runs)} runs, {len(runs) - len(todo)} already done, "
+          f"{len(todo)} to run ({executor}, {jobs} at a time); results in {results_dir}", flush=True)  # fmt: skip
+    progress = Progress(len(runs), len(runs) - len(todo), jobs)
+    if executor == "local":
+        _run_local(todo, results_dir, jobs, progress)
+    else:
+        _run_submitit(todo, results_dir, jobs, executor, first, progress)
+    return results_dir
+
+
+def _run_local(runs: list[Run], results_dir: Path, jobs: int, progress: Progress) -> None:
+    """Each run in a fresh process (a crash stays in its run), ``jobs`` at a time."""
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    context = multiprocessing.get_context("spawn")
+    pending, started = list(runs), {}
+    with ProcessPoolExecutor(jobs, mp_context=context, max_tasks_per_child=1) as pool:
+        while pending or started:
+            while pending and len(started) < jobs:
+                run = pending.pop(0)
+                print(f"  running {run.id}", flush=True)
+                started[pool.submit(execute_run, run, str(results_dir), threads)] = (run, time.perf_counter())
+            finished, _ = wait(started, return_when=FIRST_COMPLETED)
+            for future in finished:
+                run, t0 = started.pop(future)
+                try:
+                    status = future.result()
+                except Exception as e:  # the worker process died (killed, out of memory)
+                    status = {"table": run.table, "task": run.task, "variant": run.variant, "seed": run.seed,
+                              "status": "failed", "error": f"worker process died: {type(e).__name__}: {e}"}  # fmt: skip
+                    atomic_write_json(status_path(results_dir, run), status)
+                progress.finished(run, status, time.perf_counter() - t0)
+
+
+def _run_submitit(runs: list[Run], results_dir: Path, jobs: int, executor_name: str, cfg: ExperimentConfig,
+                  progress: Progress) -> None:  # fmt: skip
+    """One job array for the sweep; each job writes its own status file on the shared folder."""
+    import submitit
+
+    folder = cfg.run_dir / "submitit"
+    if executor_name == "slurm":
+        executor = submitit.AutoExecutor(folder=folder)
+        executor.update_parameters(slurm_array_parallelism=jobs, timeout_min=24 * 60, cpus_per_task=os.cpu_count())
+    else:
+        executor = submitit.LocalExecutor(folder=folder)
+        executor.update_parameters(timeout_min=24 * 60)
+    if not runs:
+        return
+    t0 = time.perf_counter()
+    job_list = executor.map_array(execute_run, runs, [str(results_dir.resolve())] * len(runs), [None] * len(runs))
+    print(f"  submitted {len(job_list)} jobs ({job_list[0].job_id.split('_')[0]}) to {folder}", flush=True)
+    for run, job in zip(runs, job_list):
+        try:
+            status = job.result()
+        except Exception as e:
+            status = {"table": run.table, "task": run.task, "variant": run.variant, "seed": run.seed,
+                      "status": "failed", "error": f"job {job.job_id} failed: {str(e).splitlines()[0]}"}  # fmt: skip
+            atomic_write_json(status_path(results_dir, run), status)
+        progress.finished(run, status, time.perf_counter() - t0)

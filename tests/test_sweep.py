@@ -1,0 +1,116 @@
+"""Sweeps: expansion, idempotence, failure records, submitit, and kill -9 at any moment."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import pretrained_model
+
+from gptbench.config import ConfigError, load_config
+from gptbench.sweep import expand, load_table, run_sweep, split_overrides
+
+
+def test_paper_tables_expand_into_runs():
+    table = load_table("table4_glue")
+    assert table.paper_table == "table4_classification" and table.tasks == ("cola", "sst2", "mrpc", "stsb", "qqp")
+    sweep, experiment = split_overrides(["seeds=[1,2,3]", "jobs=2", "finetune.epochs=1"])
+    assert sweep == {"seeds": [1, 2, 3], "jobs": 2} and experiment == ["finetune.epochs=1"]
+    runs = expand(table, "smoke", experiment, seeds=sweep["seeds"])
+    assert len(runs) == 15 and runs[0].id == "table4_glue/cola/full/seed1" and runs[-1].id == "table4_glue/qqp/full/seed3"
+    assert runs[0].config().finetune.seed == 1 and runs[0].config().finetune.epochs == 1
+    assert runs[0].config().seed == runs[-1].config().seed  # one pre-training for every run
+    for name in ("table2_nli", "table3_qa"):
+        assert load_table(name).variants == {"full": ()}
+    with pytest.raises(ConfigError, match="is a sweep table, not a preset"):
+        load_config("table4_glue")
+    with pytest.raises(ConfigError, match=r"\['wnli'\] are not tasks or variants"):
+        expand(table, "smoke", [], tasks=["wnli"])
+    with pytest.raises(ConfigError, match="finetune.lr"):
+        expand(table, "smoke", ["finetune.lr=-1"])  # every run's config is checked before any work
+
+
+def write_table(path: Path, tasks, seeds, variants) -> Path:
+    lines = ["kind: table", "paper_table: table2_nli", f"tasks: {list(tasks)}", f"seeds: {list(seeds)}", "variants:"]
+    lines += [f"  {name}: {json.dumps(list(overrides))}" for name, overrides in variants.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def statuses(results: Path) -> dict:
+    return {str(p.relative_to(results / "runs")): json.loads(p.read_text()) for p in sorted((results / "runs").rglob("*.json"))}
+
+
+def test_sweep_records_done_unavailable_failed_and_skips_finished_runs(pretrained, tmp_path, capsys):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text("{}")  # a checkpoint directory whose config lacks every key
+    table = write_table(tmp_path / "t.yaml", ["rte", "mnli"], [7],
+                        {"full": [], "broken": [f"finetune.init={broken}", "tokenizer.kind=gpt1"]})
+    results = tmp_path / "results"
+    args = [*pretrained, "finetune.epochs=1", f"results_dir={results}"]
+    run_sweep(str(table), "smoke", args)
+    got = statuses(results)
+    assert sorted(got) == ["table2_nli/mnli/broken/seed7.json", "table2_nli/mnli/full/seed7.json",
+                           "table2_nli/rte/broken/seed7.json", "table2_nli/rte/full/seed7.json"]  # fmt: skip
+    assert got["table2_nli/rte/full/seed7.json"]["status"] == "done" and got["table2_nli/rte/full/seed7.json"]["seed"] == 7
+    assert 0 <= got["table2_nli/rte/full/seed7.json"]["metrics"]["dev"]["accuracy"] <= 1
+    assert got["table2_nli/mnli/full/seed7.json"]["status"] == "unavailable"
+    assert "MNLI/train.tsv: not found" in got["table2_nli/mnli/full/seed7.json"]["reason"]
+    failed = got["table2_nli/rte/broken/seed7.json"]
+    assert failed["status"] == "failed" and "config.json: missing key" in failed["error"]
+    assert "Traceback" in Path(failed["log"]).read_text()  # the whole story is in the run's log
+    assert (results / "provenance.json").is_file() and (results / "pretrain_curve.csv").is_file()
+    out = capsys.readouterr().out
+    assert "[4/4 runs, 2 failed]" in out or "[4/4 runs, 1 failed]" in out
+
+    done_at = (results / "runs/table2_nli/rte/full/seed7.json").stat().st_mtime_ns
+    run_sweep(str(table), "smoke", args)  # done runs are skipped, the others retried
+    assert "4 runs, 1 already done, 3 to run" in capsys.readouterr().out
+    assert (results / "runs/table2_nli/rte/full/seed7.json").stat().st_mtime_ns == done_at
+
+
+def test_submitit_executor_runs_the_same_code(pretrained, tmp_path):
+    table = write_table(tmp_path / "s.yaml", ["rte"], [3], {"full": []})
+    results = tmp_path / "results"
+    run_sweep(str(table), "smoke", [*pretrained, "finetune.epochs=1", f"results_dir={results}",
+                                    "executor=submitit_local"])  # fmt: skip
+    status = statuses(results)["table2_nli/rte/full/seed3.json"]
+    assert status["status"] == "done" and status["selection"]["protocol"] == "holdout"
+
+
+def test_kill_9_mid_sweep_then_rerun_equals_an_uninterrupted_sweep(pretrained, tmp_path):
+    init = f"finetune.init={pretrained_model(pretrained)}"
+    table = write_table(tmp_path / "k.yaml", ["rte"], [1, 2], {"full": []})
+    base = [*pretrained, init, "finetune.epochs=3", "finetune.max_train_examples=160"]
+
+    def sweep(name: str, results: Path) -> subprocess.Popen:
+        cmd = [sys.executable, "-m", "gptbench.cli", "sweep", str(table), "smoke", *base, f"name={name}",
+               f"results_dir={results}"]  # fmt: skip
+        return subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    straight = tmp_path / "straight"
+    assert sweep("straight", straight).wait(timeout=600) == 0
+
+    killed = tmp_path / "killed"
+    process = sweep("killed", killed)
+    first = killed / "runs/table2_nli/rte/full/seed1.json"
+    deadline = time.time() + 300
+    while not first.is_file() and time.time() < deadline:  # the first run is done, the second under way
+        time.sleep(0.2)
+    time.sleep(1.5)
+    os.killpg(process.pid, signal.SIGKILL)  # the sweep and its workers, with no chance to clean up
+    process.wait()
+    assert not (killed / "runs/table2_nli/rte/full/seed2.json").is_file()
+    assert sweep("killed", killed).wait(timeout=600) == 0
+
+    a, b = statuses(straight), statuses(killed)
+    assert sorted(a) == sorted(b) == ["table2_nli/rte/full/seed1.json", "table2_nli/rte/full/seed2.json"]
+    for run in a:
+        assert a[run]["metrics"] == b[run]["metrics"] and a[run]["selection"] == b[run]["selection"], run
+    leftovers = [p for p in killed.rglob("*") if p.name.endswith(".tmp")]
+    assert leftovers == []  # no half-written result
