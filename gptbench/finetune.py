@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import TensorBoardLogger
 
 from gptbench.checkpoints import CheckpointError
 from gptbench.config import ConfigError, ExperimentConfig, FinetuneConfig, require_dir, to_yaml
@@ -29,6 +30,7 @@ from gptbench.tokenizer import Tokenizer
 from gptbench.tokenizer_stage import build_tokenizer, run_tokenizer
 from gptbench.training import (
     GradientClipping,
+    GradNorm,
     RngStateMixin,
     TokensPerSecond,
     WallClock,
@@ -319,6 +321,24 @@ def score(trainer: L.Trainer, module: FinetuneModule, data) -> dict[str, dict[st
     }  # fmt: skip
 
 
+def log_hparams(trainer: L.Trainer, cfg: ExperimentConfig, results: dict) -> None:
+    """TensorBoard's HParams tab: this run's settings beside its final numbers (the selected
+    checkpoint's reported metrics, ``hp/<split>/<metric>``, and the last epoch's), so the runs of
+    a sweep compare side by side under ``tensorboard --logdir runs/<name>``."""
+    if not isinstance(trainer.logger, TensorBoardLogger):
+        return
+    f, m = cfg.finetune, cfg.model
+    params = {"task": f.task, "init": f.init, "n_transfer": f.n_transfer, "lm_coef": f.lm_coef, "lr": f.lr,
+              "epochs": f.epochs, "batch_size": f.batch_size, "warmup_fraction": f.warmup_fraction,
+              "clf_pdrop": f.clf_pdrop, "select": f.select, "seed": cfg.finetune_seed,
+              "max_train_examples": f.max_train_examples or 0, "model": f"{m.n_layer}x{m.n_embd}",
+              "settings_key": results["settings_key"]}  # fmt: skip
+    metrics = {f"hp/{split}/{name}": value for split, values in results["metrics"].items() for name, value in values.items()}
+    metrics |= {f"hp/last_epoch/{split}/{name}": value
+                for split, values in results["metrics_last_epoch"].items() for name, value in values.items()}  # fmt: skip
+    trainer.logger.log_hyperparams(params, metrics)
+
+
 def run_finetune(cfg: ExperimentConfig) -> dict:
     """Fine-tune cfg.finetune.task; returns (and writes) the results of the selected checkpoint."""
     f = cfg.finetune
@@ -363,7 +383,7 @@ def run_finetune(cfg: ExperimentConfig) -> dict:
         callbacks.append(best)
     steps_per_epoch = data.num_train_batches
     trainer = make_trainer(
-        stage_dir, cfg.trainer, callbacks, extra_callbacks=[TokensPerSecond(), clock := WallClock()], max_epochs=f.epochs,
+        stage_dir, cfg.trainer, callbacks, extra_callbacks=[TokensPerSecond(), GradNorm(), clock := WallClock()], max_epochs=f.epochs,
         val_check_interval=1.0 / f.val_checks_per_epoch, log_every_n_steps=max(1, min(50, steps_per_epoch // 4)),
         num_sanity_val_steps=0,
     )  # fmt: skip
@@ -377,8 +397,11 @@ def run_finetune(cfg: ExperimentConfig) -> dict:
     chosen = {"epoch": f.epochs - 1, "global_step": trainer.global_step}
     if select != "last":
         chosen = torch.load(best.best_model_path, map_location="cpu", weights_only=True)
+    if chosen["global_step"] == trainer.global_step:  # the selected checkpoint is the last one
+        scores = last_scores
+    else:
         module.load_state_dict(chosen["state_dict"])
-    scores = score(trainer, module, data) if select != "last" else last_scores
+        scores = score(trainer, module, data)
     results = {
         "task": task.name,
         "transformation": task.transformation,
@@ -407,6 +430,7 @@ def run_finetune(cfg: ExperimentConfig) -> dict:
         "finetune": asdict(f),
         "wall_seconds": clock.total(),  # training, summed over every session of the run
     }
+    log_hparams(trainer, cfg, results)
     atomic_write_json(stage_dir / "results.json", results)
     print(f"{task.name}: selection {select}" + (f" on {results['selection']['split']}" if select != "last" else "")
           + f", epoch {chosen['epoch']}")  # fmt: skip

@@ -11,6 +11,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import lightning as L
+from lightning.pytorch.callbacks import Callback
 import torch
 import torch.nn.functional as F
 from torchmetrics import MeanMetric
@@ -19,10 +20,13 @@ from gptbench.config import ExperimentConfig, require_dir, to_yaml
 from gptbench.corpus import CorpusDataModule
 from gptbench.io import atomic_write_json, atomic_write_text
 from gptbench.model import GPT, GPTConfig
+from gptbench.generation import sample
 from gptbench.run_identity import point_link, pretrain_dir, pretrain_settings, record_settings
+from gptbench.tokenizer import Tokenizer
 from gptbench.tokenizer_stage import run_tokenizer
 from gptbench.training import (
     GradientClipping,
+    GradNorm,
     RngStateMixin,
     TokensPerSecond,
     WallClock,
@@ -100,6 +104,29 @@ class PretrainModule(GradientClipping, RngStateMixin, L.LightningModule):
         checkpoint["gpt_config"] = asdict(self.model.config)
 
 
+class LogSamples(Callback):
+    """After every validation, continues a few fixed prompts and logs the text to TensorBoard
+    (``samples``), so a run's language can be read as it learns. Sampling uses its own seeded
+    generator: the training RNG, and so exact resume, is untouched."""
+
+    PROMPTS = ("it was a dark and stormy night", "she looked at him and said", "the old man")
+
+    def __init__(self, tokenizer: Tokenizer, max_new_tokens: int = 24, seed: int = 0):
+        self.tokenizer, self.max_new_tokens, self.seed = tokenizer, max_new_tokens, seed
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        writer = getattr(trainer.logger, "experiment", None)
+        if trainer.sanity_checking or not hasattr(writer, "add_text"):
+            return
+        generator = torch.Generator().manual_seed(self.seed)
+        lines = []
+        for prompt in self.PROMPTS:
+            ids = self.tokenizer.encode(prompt)
+            new = sample(pl_module.model, ids, self.max_new_tokens, temperature=0.8, top_k=40, generator=generator)
+            lines.append(f"**{prompt}** {self.tokenizer.decode(new)}")
+        writer.add_text("samples", "\n\n".join(lines), trainer.global_step)
+
+
 def run_pretrain(cfg: ExperimentConfig) -> Path:
     """Pre-train; returns the directory of the exported model (HF format + tokenizer)."""
     corpus_root = require_dir(cfg.corpus.path, "corpus.path", "GPTBENCH_CORPUS", "a folder of .txt books")
@@ -128,7 +155,7 @@ def run_pretrain(cfg: ExperimentConfig) -> Path:
         # Every checkpoint is kept: zero-shot performance against pre-training updates (the
         # paper's Figure 2, right) is measured on them.
         [resumable_checkpoint(stage_dir / "checkpoints", p.checkpoint_every_n_steps, keep_all=True)],
-        extra_callbacks=[TokensPerSecond(), clock := WallClock()],
+        extra_callbacks=[TokensPerSecond(), GradNorm(), LogSamples(tokenizer), clock := WallClock()],
         max_steps=p.max_steps,
         val_check_interval=p.val_every_n_steps,
         check_val_every_n_epoch=None,

@@ -366,7 +366,9 @@ def curve_summary(curve: list[dict] | None) -> dict | None:
     last_val = None
     if validated:
         last_val = {k: validated[-1].get(k) for k in ("step", "val_loss", "val_ppl")}
-    return {"rows": len(curve), "last_step": curve[-1]["step"], "last_train_loss": curve[-1]["train_loss"],
+    trained = [r for r in curve if r.get("train_loss") is not None]  # the final row may be validation only
+    last = trained[-1] if trained else {"step": curve[-1]["step"], "train_loss": None}
+    return {"rows": len(curve), "last_step": last["step"], "last_train_loss": last["train_loss"],
             "last_val": last_val}
 
 
@@ -620,8 +622,9 @@ def pretraining_blocks(summary: dict | None, figures: dict[str, bytes]) -> list:
     blocks = [Heading(2, "Pre-training")]
     if summary is None:
         return blocks + [Para("pretrain_curve.csv: not found")]
-    text = f"{summary['rows']} logged steps, the last at step {summary['last_step']:.0f} (training loss " \
-           f"{summary['last_train_loss']:.3f})"
+    text = f"{summary['rows']} logged steps, the last at step {summary['last_step']:.0f}"
+    if summary["last_train_loss"] is not None:
+        text += f" (training loss {summary['last_train_loss']:.3f})"
     if summary["last_val"]:
         v = summary["last_val"]
         text += f"; last validation at step {v['step']:.0f}: loss {v['val_loss']:.3f}" + (

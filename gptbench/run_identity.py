@@ -121,6 +121,9 @@ def record_settings(stage_dir: Path, settings: dict) -> None:
 def point_link(link: Path, target: Path) -> None:
     """Make ``link`` a relative symlink to ``target``, replacing an older link atomically."""
     link.parent.mkdir(parents=True, exist_ok=True)
+    if link.is_dir() and not link.is_symlink():
+        print(f"note: {link} is a directory from an older gptbench layout; left as it is (the new run is {target})")
+        return
     tmp = link.with_name(f".{link.name}.tmp")
     tmp.unlink(missing_ok=True)
     os.symlink(os.path.relpath(target, link.parent), tmp)

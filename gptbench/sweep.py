@@ -131,6 +131,22 @@ def is_done(results_dir: Path, run: Run) -> bool:
     return status.get("status") == "done" and status.get("request_key") == request_key(run.config())
 
 
+def absent_data(cfg: ExperimentConfig) -> str | None:
+    """Why a fine-tune cannot run here for lack of data (its training or reported splits), found
+    without reading the data; None when everything it needs is present."""
+    from gptbench.tasks import get_task
+
+    task, f = get_task(cfg.finetune.task), cfg.finetune
+    for split in (task.train_split, *task.eval_splits):
+        source = f.splits.get(split)
+        if source in task.all_splits:
+            split, source = source, None
+        why = task.missing(split, Path(f.data_dir) if f.data_dir else None, source)
+        if why:
+            return why
+    return None
+
+
 def execute_run(run: Run, results_dir: str, threads: int | None = None) -> dict:
     """One fine-tune in this process, its output in its log file; writes and returns its status.
     Top-level and picklable: the same function runs in a local process pool and in submitit jobs."""
@@ -196,10 +212,10 @@ class Progress:
 
 
 def _headline(status: dict) -> str:
-    for split, metrics in status.get("metrics", {}).items():
-        name, value = next(iter(metrics.items()))
-        return f"{split} {name} {100 * value:.1f}"
-    return ""
+    """The task's main metric on each reported split, e.g. 'dev accuracy 58.8, test accuracy 57.1'."""
+    name = status.get("selection", {}).get("metric")
+    return ", ".join(f"{split} {name} {100 * status['metrics'][split][name]:.1f}"
+                     for split in status.get("reported_splits", []) if name in status["metrics"].get(split, {}))  # fmt: skip
 
 
 def _minutes(seconds: float) -> str:
@@ -236,8 +252,17 @@ def run_sweep(table_name: str, preset: str, overrides: list[str]) -> Path:
         run_pretrain(cfg)  # done once; a finished pre-training is reused
         write_pretrain_results(cfg, results_dir)
     todo = [r for r in runs if not is_done(results_dir, r)]
-    print(f"sweep {table.name} on {preset}: {len(runs)} runs, {len(runs) - len(todo)} already done, "
-          f"{len(todo)} to run ({executor}, {jobs} at a time); results in {results_dir}", flush=True)  # fmt: skip
+    absent = {r: why for r in todo if (why := absent_data(r.config()))}
+    for run, why in absent.items():  # recorded without starting a process
+        status = {"table": run.table, "task": run.task, "variant": run.variant, "seed": run.seed,
+                  "status": "unavailable", "reason": why}  # fmt: skip
+        atomic_write_json(status_path(results_dir, run), status)
+    todo = [r for r in todo if r not in absent]
+    print(f"sweep {table.name} on {preset}: {len(runs)} runs, {len(runs) - len(todo) - len(absent)} already done, "
+          f"{len(absent)} without their data here, {len(todo)} to run ({executor}, {jobs} at a time); "
+          f"results in {results_dir}", flush=True)  # fmt: skip
+    for run, why in absent.items():
+        print(f"  {run.id}: unavailable ({why})", flush=True)
     progress = Progress(len(runs), len(runs) - len(todo), jobs)
     if executor == "local":
         _run_local(todo, results_dir, jobs, progress)

@@ -197,6 +197,17 @@ class TokensPerSecond(Callback):
             self._tokens, self._start = 0, time.perf_counter()
 
 
+class GradNorm(Callback):
+    """Logs ``train/grad_norm``, the global L2 norm of the gradients before clipping, at the
+    logging interval (a rising norm is the first sign of a diverging post-LN model)."""
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        if trainer.global_step % trainer.log_every_n_steps == 0:
+            grads = [p.grad for p in pl_module.parameters() if p.grad is not None]
+            if grads:
+                pl_module.log("train/grad_norm", torch.linalg.vector_norm(torch.stack([g.norm() for g in grads])))
+
+
 class WallClock(Callback):
     """Training wall time summed over every session of a run (kept in its checkpoints)."""
 

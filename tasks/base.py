@@ -89,6 +89,10 @@ class FileSource(ABC):
             records.append(r)
         return records, dropped
 
+    def missing(self, root: Path) -> str | None:
+        """Why the file is absent (None when present), without reading it."""
+        return None if (root / self.file).exists() else f"{root / self.file}: not found"
+
     @abstractmethod
     def rows(self, path: Path) -> Iterator[Record]:
         """The records of ``path`` in file order, labels raw."""
@@ -242,6 +246,9 @@ class SplitOf:
         picked = order[: self.n_test] if self.part == "test" else order[self.n_test :]
         return [records[i] for i in picked], dropped
 
+    def missing(self, root: Path) -> str | None:
+        return self.base.missing(root)
+
     def with_file(self, file: str) -> "SplitOf":
         return replace(self, base=self.base.with_file(file))
 
@@ -257,8 +264,12 @@ class FirstAvailable:
         for source in self.sources:
             if (root / source.file).exists():
                 return source.read(root)
-        expected = " or ".join(str(root / s.file) for s in self.sources)
-        raise SplitUnavailable(f"{expected}: not found")
+        raise SplitUnavailable(self.missing(root))
+
+    def missing(self, root: Path) -> str | None:
+        if any((root / s.file).exists() for s in self.sources):
+            return None
+        return " or ".join(str(root / s.file) for s in self.sources) + ": not found"
 
     def with_file(self, file: str) -> FileSource:
         suffix = Path(file).suffix
@@ -339,6 +350,16 @@ class TaskSpec:
         if raw not in self.labels:
             raise DataError(f"{where}: unknown label {raw!r} (expected one of {list(self.labels)})")
         return self.labels.index(raw)
+
+    def missing(self, split: str, data_root: Path | None, file: str | None = None) -> str | None:
+        """Why a split's local data is absent, without reading it (None: present, or on the hub)."""
+        if data_root is None and file is None:
+            return None
+        if split not in self.splits:
+            return f"task {self.name}: split {split!r} has no local source"
+        source = self.splits[split] if file is None else self.splits[split].with_file(str(Path(file).resolve()))
+        why = source.missing(Path(data_root or ".") / self.data_subdir)
+        return f"task {self.name}, split {split!r}: {why}" if why else None
 
     def read(self, split: str, data_root: Path | None, file: str | None = None) -> tuple[list[Record], int]:
         """Records of one split and how many rows were dropped, from local files when

@@ -38,6 +38,24 @@ def test_sst2_end_to_end(pretrained):
     assert saved["substitutions"] == {} and saved["unavailable"] == {}
     assert "pretrain/" in saved["init"] and saved["init"].endswith("/model")
     assert finetune.run_finetune(cfg) == saved  # idempotent: a finished run is not redone
+    hparams = hparams_in_tensorboard(stage_results(cfg).parent / "tb")
+    assert hparams["task"] == "sst2" and hparams["select"] == "holdout"
+    assert hparams["hp/dev/accuracy"] == pytest.approx(saved["metrics"]["dev"]["accuracy"])
+    assert hparams["hp/last_epoch/dev/accuracy"] == pytest.approx(saved["metrics_last_epoch"]["dev"]["accuracy"])
+
+
+def hparams_in_tensorboard(tb_dir: Path) -> dict:
+    """The HParams tab's view of a run: its hyperparameters and the values of its hp/ metrics."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    acc = EventAccumulator(str(tb_dir), size_guidance={"scalars": 0})
+    acc.Reload()
+    content = acc.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+    start = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info
+    values = {k: v.string_value or v.number_value for k, v in start.hparams.items()}
+    metrics = {tag: acc.Scalars(tag)[-1].value for tag in acc.Tags()["scalars"] if tag.startswith("hp/")}
+    return values | metrics
 
 
 def test_finetune_resume_after_a_crash_is_exact(pretrained, monkeypatch):

@@ -37,6 +37,14 @@ def scalars(run_dir, tag):
     return sorted((e.step, e.value) for e in acc.Scalars(tag))  # event files are not read in step order
 
 
+def text_events(run_dir, tag):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run_dir / "tb"), size_guidance={"tensors": 0})
+    acc.Reload()
+    return sorted((e.step, e.tensor_proto.string_val[0].decode()) for e in acc.Tensors(tag))
+
+
 def test_validation_loss_falls_on_real_books(tmp_path, tiny_corpus, cache_dir):
     cfg = load_config("smoke", tiny_overrides(tmp_path, tiny_corpus, cache_dir) + ["pretrain.max_steps=60", "pretrain.warmup_steps=10",
                                                                                  "pretrain.val_every_n_steps=5"])  # fmt: skip
@@ -45,8 +53,11 @@ def test_validation_loss_falls_on_real_books(tmp_path, tiny_corpus, cache_dir):
     assert [s for s, _ in val][:3] == [4, 9, 14]  # logged every 5 steps (0-based step index)
     print("val loss by step:", [(s, round(v, 3)) for s, v in val])
     assert val[-1][1] < val[0][1] - 0.3
-    for tag in ("train/loss", "train/tokens_per_sec", "val/ppl", "lr-AdamW/pg1"):
+    for tag in ("train/loss", "train/tokens_per_sec", "train/grad_norm", "val/ppl", "lr-AdamW/pg1"):
         assert scalars(pretrain_dir(cfg), tag), tag
+    samples = text_events(pretrain_dir(cfg), "samples/text_summary")
+    assert [step for step, _ in samples][:2] == [5, 10]  # at every validation
+    assert "**it was a dark and stormy night**" in samples[-1][1] and "**the old man**" in samples[-1][1]
     metrics = json.loads((pretrain_dir(cfg) / "metrics.json").read_text())
     assert metrics["steps"] == 60 and metrics["val_ppl"] == pytest.approx(torch.tensor(metrics["val_loss"]).exp().item(), rel=1e-5)
     assert (export / "config.json").is_file() and (export / "tokenizer" / "tokenizer.json").is_file()
