@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from gptbench import GPT, GPTConfig
 from gptbench.config import load_config
-from gptbench.training import adamw
+from gptbench.training.common import adamw
 
 
 def main() -> None:

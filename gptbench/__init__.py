@@ -13,20 +13,20 @@ The public Python API, for your own Lightning scripts::
 The model and tokenizer import light; the Lightning pieces are imported on first use.
 """
 
-from gptbench.model import GPT, GPTConfig
-from gptbench.tokenizer import Tokenizer
+from gptbench.models.gpt import GPT, GPTConfig
+from gptbench.data.tokenizer import Tokenizer
 
 # name -> module that defines it; imported on first access (PEP 562), so `import gptbench` and
 # the command line stay fast while `gptbench.FinetuneModule` works as a plain attribute.
 _LAZY = {
-    "FinetuneModule": "gptbench.finetune",
-    "TaskHead": "gptbench.finetune",
-    "PretrainModule": "gptbench.pretrain",
-    "TaskDataModule": "gptbench.task_data",
-    "datamodule": "gptbench.task_data",
-    "CorpusDataModule": "gptbench.corpus",
-    "write_glue_submission": "gptbench.glue_submission",
-    "TokensPerSecond": "gptbench.training",
+    "FinetuneModule": "gptbench.training.finetune",
+    "TaskHead": "gptbench.training.finetune",
+    "PretrainModule": "gptbench.training.pretrain",
+    "TaskDataModule": "gptbench.data.task_data",
+    "datamodule": "gptbench.data.task_data",
+    "CorpusDataModule": "gptbench.data.corpus",
+    "write_glue_submission": "gptbench.evaluation.glue_submission",
+    "TokensPerSecond": "gptbench.training.common",
     "TASKS": "gptbench.tasks",
     "get_task": "gptbench.tasks",
     "load_config": "gptbench.config",

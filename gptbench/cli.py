@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from gptbench.checkpoints import CheckpointError
+from gptbench.models.checkpoints import CheckpointError
 from gptbench.config import ConfigError, load_config
 from gptbench.tasks import DataError
 
@@ -18,13 +18,13 @@ USER_ERRORS = (ConfigError, DataError, CheckpointError, FileNotFoundError)
 
 
 def _pretrain(args) -> None:
-    from gptbench.pretrain import run_pretrain
+    from gptbench.training.pretrain import run_pretrain
 
     run_pretrain(load_config(args.config, args.overrides))
 
 
 def _finetune(args) -> None:
-    from gptbench.finetune import run_finetune
+    from gptbench.training.finetune import run_finetune
 
     overrides = [f"finetune.task={o.split('=', 1)[1]}" if o.startswith("task=") else o for o in args.overrides]
     run_finetune(load_config(args.config, overrides))
@@ -36,8 +36,8 @@ PAPER_TABLES = ("table2_nli", "table3_qa", "table4_glue")
 def _reproduce(args) -> None:
     """Pre-train once, run Tables 2-4 for every task whose data is present, write the report.
     Finished runs are skipped and interrupted ones resumed, so the command can simply be rerun."""
-    from gptbench.report import write_report
-    from gptbench.sweep import run_sweep
+    from gptbench.suite.report import write_report
+    from gptbench.suite.sweep import run_sweep
 
     for table in PAPER_TABLES:
         results_dir = run_sweep(table, args.preset, args.overrides)
@@ -47,13 +47,13 @@ def _reproduce(args) -> None:
 
 
 def _sweep(args) -> None:
-    from gptbench.sweep import run_sweep
+    from gptbench.suite.sweep import run_sweep
 
     print(f"results in {run_sweep(args.table, args.preset, args.overrides)}")
 
 
 def _report(args) -> None:
-    from gptbench.report import write_report
+    from gptbench.suite.report import write_report
 
     for path in write_report(Path(args.results_dir)):
         print(path)
@@ -63,7 +63,7 @@ def _data(args) -> None:
     import os
 
     from gptbench.config import require_dir
-    from gptbench.data_summary import format_summary, summarize
+    from gptbench.data.summary import format_summary, summarize
     from gptbench.tasks import get_task
 
     try:

@@ -14,7 +14,7 @@ from typing import Optional
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from gptbench.model import GPTConfig
+from gptbench.models.gpt import GPTConfig
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
 PRECISIONS = ("32-true", "32", "bf16-mixed", "bf16-true", "16-mixed")

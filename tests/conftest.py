@@ -56,7 +56,7 @@ def tiny_overrides(runs: Path, corpus: Path, cache: Path, name: str = "tiny") ->
 def pretrained(tmp_path_factory, tiny_corpus, cache_dir) -> list[str]:
     """A tiny pre-trained run (``runs/tiny/pretrain/model``); returns its config overrides."""
     from gptbench.config import load_config
-    from gptbench.pretrain import run_pretrain
+    from gptbench.training.pretrain import run_pretrain
 
     runs = tmp_path_factory.mktemp("runs")
     base = tiny_overrides(runs, tiny_corpus, cache_dir)

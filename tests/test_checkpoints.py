@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from gptbench import GPT
-from gptbench.checkpoints import CheckpointError
+from gptbench.models.checkpoints import CheckpointError
 
 transformers = pytest.importorskip("transformers")
 

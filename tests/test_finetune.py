@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from conftest import DATA, pretrained_model
 from test_pretrain import crash_at
 
-import gptbench.finetune as finetune
+import gptbench.training.finetune as finetune
 from gptbench import GPT, GPTConfig
 from gptbench.config import load_config
 from gptbench.tasks import get_task
@@ -156,7 +156,7 @@ def test_n_transfer_reinitialises_later_blocks(pretrained):
 
 
 def test_foreign_weights_must_match_the_tokenizer(pretrained, tmp_path):
-    from gptbench.checkpoints import CheckpointError
+    from gptbench.models.checkpoints import CheckpointError
     from gptbench.config import ConfigError
 
     GPT(GPTConfig(vocab_size=211, n_ctx=16, n_embd=16, n_layer=1, n_head=2)).save_pretrained(tmp_path)

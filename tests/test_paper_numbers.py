@@ -10,7 +10,7 @@ from decimal import ROUND_HALF_UP, Decimal
 import pytest
 from conftest import SHARED
 
-from gptbench.paper import PAPER_NUMBERS, PaperNumbersError, load_paper_numbers
+from gptbench.suite.paper import PAPER_NUMBERS, PaperNumbersError, load_paper_numbers
 from gptbench.tasks import TASKS
 
 SPEC = SHARED / "reference" / "gpt1-paper.md"

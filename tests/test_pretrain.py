@@ -6,10 +6,10 @@ from conftest import tiny_overrides
 from lightning.pytorch.callbacks import Callback
 from safetensors.torch import load_file
 
-import gptbench.pretrain as pretrain
+import gptbench.training.pretrain as pretrain
 from gptbench.config import ConfigError, load_config
-from gptbench.corpus import book_text, cached_corpus, split_books
-from gptbench.run_identity import pretrain_dir
+from gptbench.data.corpus import book_text, cached_corpus, split_books
+from gptbench.suite.run_identity import pretrain_dir
 
 
 class CrashAt(Callback):
@@ -113,7 +113,7 @@ def test_corpus_split_and_cache(tiny_corpus, cache_dir, monkeypatch, gpt1_tokeni
     books = split_books(tiny_corpus, val_books=1, max_bytes=None)
     assert len(books.val) == 1 and len(books.train) == 4 and not set(books.val) & set(books.train)
     first = cached_corpus(tiny_corpus, books, gpt1_tokenizer, cache_dir)
-    monkeypatch.setattr("gptbench.corpus.tokenize_books", lambda *a: pytest.fail("re-tokenized"))
+    monkeypatch.setattr("gptbench.data.corpus.tokenize_books", lambda *a: pytest.fail("re-tokenized"))
     again = cached_corpus(tiny_corpus, books, gpt1_tokenizer, cache_dir)
     assert first["train"].size > 40_000 and (first["train"] == again["train"]).all()
     expected = [i for p in books.val for i in gpt1_tokenizer.encode(book_text(p))]
@@ -135,7 +135,7 @@ def test_missing_corpus_is_a_config_error(tmp_path):
 
 def test_weight_decay_only_on_matrices_and_schedules():
     from gptbench import GPT, GPTConfig
-    from gptbench.training import adamw, warmup_cosine, warmup_linear
+    from gptbench.training.common import adamw, warmup_cosine, warmup_linear
 
     model = GPT(GPTConfig(vocab_size=50, n_ctx=8, n_embd=16, n_layer=1, n_head=2))
     decay, no_decay = adamw(model, 1e-3, 0.01, (0.9, 0.999), 1e-8).param_groups

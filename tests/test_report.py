@@ -1,4 +1,4 @@
-"""gptbench.report on synthetic result files: cells, spread, missing and failed runs, flags,
+"""gptbench.suite.report on synthetic result files: cells, spread, missing and failed runs, flags,
 averages, Table 5 and Figure 2, determinism and malformed inputs."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from gptbench.report import write_report
+from gptbench.suite.report import write_report
 
 PROVENANCE = {
     "preset": "smoke",

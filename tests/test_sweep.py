@@ -12,7 +12,7 @@ import pytest
 from conftest import pretrained_model
 
 from gptbench.config import ConfigError, load_config
-from gptbench.sweep import expand, load_table, run_sweep, split_overrides
+from gptbench.suite.sweep import expand, load_table, run_sweep, split_overrides
 
 
 def test_paper_tables_expand_into_runs():

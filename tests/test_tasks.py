@@ -5,9 +5,9 @@ import pytest
 import torch
 from conftest import DATA
 
-from gptbench.data_summary import summarize
-from gptbench.metrics import make_metric
-from gptbench.task_data import collate, encode_split, layout
+from gptbench.data.summary import summarize
+from gptbench.evaluation.metrics import make_metric
+from gptbench.data.task_data import collate, encode_split, layout
 from gptbench.tasks import TASKS, DataError, SplitUnavailable, get_task
 from gptbench.tasks.base import TaskSpec, TsvSource
 
@@ -262,7 +262,7 @@ def test_data_command_prints_counts(capsys):
 
 
 def test_encoded_splits_are_cached(gpt1_tokenizer, tmp_path, monkeypatch):
-    from gptbench import task_data
+    from gptbench.data import task_data
 
     first_run = task_data.load_encoded(get_task("rte"), "dev", gpt1_tokenizer, 128, DATA, tmp_path)
     monkeypatch.setattr(task_data, "encode_split", lambda *a: pytest.fail("tokenized again"))
@@ -271,7 +271,7 @@ def test_encoded_splits_are_cached(gpt1_tokenizer, tmp_path, monkeypatch):
 
 
 def test_length_grouped_sampler_is_a_permutation_with_homogeneous_batches():
-    from gptbench.training import ResumableSampler
+    from gptbench.data.sampling import ResumableSampler
 
     lengths = list(np.random.default_rng(0).integers(5, 500, size=1000))
     grouped = ResumableSampler(1000, seed=3, lengths=lengths, batch_size=16).order()

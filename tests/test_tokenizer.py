@@ -6,7 +6,7 @@ from conftest import CORPUS, DATA, GPT1
 from reference_text_utils import TextEncoder
 
 from gptbench import Tokenizer
-from gptbench.corpus import book_text
+from gptbench.data.corpus import book_text
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +57,7 @@ BACKSLASH_TEXTS = [
 
 def test_backslashes_follow_the_released_pattern(gpt1_tokenizer, reference):
     """The released pattern compiles '\\\\+' to '\\+' (a plus): backslashes are never padded."""
-    from gptbench.tokenizer import text_standardize
+    from gptbench.data.tokenizer import text_standardize
 
     assert text_standardize(r"C:\dir\\file a+b") == r"C:\dir\\file a + b"
     for text in BACKSLASH_TEXTS:

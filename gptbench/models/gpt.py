@@ -14,7 +14,7 @@ GPT-1 specifics that differ from GPT-2-style code:
   same dropped token table that fed the input lookup.
 
 Loading and saving other formats (Hugging Face, OpenAI's .npy shards) lives in
-:mod:`gptbench.checkpoints`; this module only defines the network.
+:mod:`gptbench.models.checkpoints`; this module only defines the network.
 """
 
 from __future__ import annotations
@@ -241,18 +241,18 @@ class GPT(nn.Module):
         hidden, _ = self(input_ids, attention_mask)
         return self.lm_head(hidden).float()
 
-    # Interop lives in gptbench.checkpoints; these are the public entry points.
+    # Interop lives in gptbench.models.checkpoints; these are the public entry points.
     @classmethod
     def from_pretrained(cls, path, **overrides) -> "GPT":
         """Load a Hugging Face ``openai-gpt`` directory, OpenAI's released ``model/`` directory
         (params_*.npy + params_shapes.json) or a gptbench checkpoint (directory or .ckpt)."""
-        from gptbench.checkpoints import load_pretrained
+        from gptbench.models.checkpoints import load_pretrained
 
         return load_pretrained(path, **overrides)
 
     def save_pretrained(self, directory) -> None:
         """Write the Hugging Face format (config.json + model.safetensors)."""
-        from gptbench.checkpoints import save_pretrained
+        from gptbench.models.checkpoints import save_pretrained
 
         save_pretrained(self, directory)
 

@@ -14,14 +14,14 @@ from pathlib import Path
 
 from gptbench.config import ExperimentConfig
 from gptbench.io import atomic_write_json, atomic_write_text
-from gptbench.run_identity import pretrain_dir
+from gptbench.suite.run_identity import pretrain_dir
 
 CURVE_TAGS = ("train/loss", "val/loss", "val/ppl")
 
 
 def git_commit() -> str | None:
     """The checkout's commit (with '+dirty' when it has uncommitted changes), if it is a git checkout."""
-    repo = Path(__file__).resolve().parent.parent
+    repo = Path(__file__).resolve().parents[2]
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True, text=True,
                                 check=True).stdout.strip()  # fmt: skip

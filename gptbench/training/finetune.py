@@ -18,17 +18,17 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from gptbench.checkpoints import CheckpointError
+from gptbench.models.checkpoints import CheckpointError
 from gptbench.config import ConfigError, ExperimentConfig, FinetuneConfig, require_dir, to_yaml
 from gptbench.io import atomic_write_json, atomic_write_text
-from gptbench.metrics import make_metric
-from gptbench.model import GPT, GPTConfig
-from gptbench.run_identity import finetune_dir, finetune_settings, pretrain_dir, record_settings
-from gptbench.task_data import datamodule, read_split
+from gptbench.evaluation.metrics import make_metric
+from gptbench.models.gpt import GPT, GPTConfig
+from gptbench.suite.run_identity import finetune_dir, finetune_settings, pretrain_dir, record_settings
+from gptbench.data.task_data import datamodule, read_split
 from gptbench.tasks import SplitUnavailable, TaskSpec, get_task
-from gptbench.tokenizer import Tokenizer
-from gptbench.tokenizer_stage import build_tokenizer, run_tokenizer
-from gptbench.training import (
+from gptbench.data.tokenizer import Tokenizer
+from gptbench.data.tokenizer_stage import build_tokenizer, run_tokenizer
+from gptbench.training.common import (
     GradientClipping,
     GradNorm,
     RngStateMixin,

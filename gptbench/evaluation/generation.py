@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from gptbench.model import GPT
+from gptbench.models.gpt import GPT
 
 
 @torch.no_grad()

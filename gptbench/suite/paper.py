@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml  # PyYAML, installed with omegaconf
 
-PAPER_NUMBERS = Path(__file__).resolve().parent.parent / "results" / "paper.yaml"
+PAPER_NUMBERS = Path(__file__).resolve().parents[2] / "results" / "paper.yaml"
 SECTIONS = ("source", "tables", "previous_best", "zero_shot_sota", "pretraining")
 
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from gptbench.config import ExperimentConfig, require_dir
-from gptbench.corpus import book_text, split_books, text_chunks
-from gptbench.run_identity import record_settings, tokenizer_dir, tokenizer_settings
-from gptbench.tokenizer import Tokenizer
+from gptbench.data.corpus import book_text, split_books, text_chunks
+from gptbench.suite.run_identity import record_settings, tokenizer_dir, tokenizer_settings
+from gptbench.data.tokenizer import Tokenizer
 
 
 def build_tokenizer(cfg: ExperimentConfig, corpus_root: Path | None) -> Tokenizer:

@@ -29,7 +29,7 @@ from omegaconf import OmegaConf
 
 from gptbench.config import EXPERIMENTS_DIR, ConfigError, ExperimentConfig, experiment_files, load_config
 from gptbench.io import atomic_write_json
-from gptbench.run_identity import finetune_settings, settings_key
+from gptbench.suite.run_identity import finetune_settings, settings_key
 
 SWEEP_KEYS = ("seeds", "tasks", "variants", "jobs", "executor", "results_dir")
 EXECUTORS = ("local", "slurm", "submitit_local")
@@ -152,7 +152,7 @@ def execute_run(run: Run, results_dir: str, threads: int | None = None) -> dict:
     Top-level and picklable: the same function runs in a local process pool and in submitit jobs."""
     import torch
 
-    from gptbench.finetune import run_finetune
+    from gptbench.training.finetune import run_finetune
     from gptbench.tasks import SplitUnavailable
 
     if threads:
@@ -224,7 +224,7 @@ def _minutes(seconds: float) -> str:
 
 def _pretrainings(runs: list[Run]) -> list[ExperimentConfig]:
     """One config per distinct pre-training the runs fine-tune from."""
-    from gptbench.run_identity import pretrain_dir
+    from gptbench.suite.run_identity import pretrain_dir
 
     distinct = {}
     for run in runs:
@@ -236,8 +236,8 @@ def _pretrainings(runs: list[Run]) -> list[ExperimentConfig]:
 
 def run_sweep(table_name: str, preset: str, overrides: list[str]) -> Path:
     """Expand and execute a sweep; returns its results directory."""
-    from gptbench.pretrain import run_pretrain
-    from gptbench.results import write_pretrain_results
+    from gptbench.training.pretrain import run_pretrain
+    from gptbench.suite.results import write_pretrain_results
 
     sweep, experiment = split_overrides(overrides)
     table = load_table(table_name)

@@ -27,8 +27,8 @@ from torch.utils.data import DataLoader
 from gptbench.io import default_cache_dir
 from gptbench.tasks import SplitUnavailable, TaskSpec, get_task
 from gptbench.tasks.base import TRANSFORMATION_FIELDS, DataError
-from gptbench.tokenizer import Tokenizer
-from gptbench.training import ResumableSampler, batches_done_this_epoch, private_generator
+from gptbench.data.tokenizer import Tokenizer
+from gptbench.data.sampling import ResumableSampler, batches_done_this_epoch, private_generator
 
 _FORMAT_VERSION = 1
 

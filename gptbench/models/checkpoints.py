@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from gptbench.io import atomic_write_json
-from gptbench.model import GPT, GPTConfig
+from gptbench.models.gpt import GPT, GPTConfig
 
 _CONV1D = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
 _LAYER_KEYS = (

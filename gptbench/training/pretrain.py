@@ -17,14 +17,14 @@ import torch.nn.functional as F
 from torchmetrics import MeanMetric
 
 from gptbench.config import ExperimentConfig, require_dir, to_yaml
-from gptbench.corpus import CorpusDataModule
+from gptbench.data.corpus import CorpusDataModule
 from gptbench.io import atomic_write_json, atomic_write_text
-from gptbench.model import GPT, GPTConfig
-from gptbench.generation import sample
-from gptbench.run_identity import point_link, pretrain_dir, pretrain_settings, record_settings
-from gptbench.tokenizer import Tokenizer
-from gptbench.tokenizer_stage import run_tokenizer
-from gptbench.training import (
+from gptbench.models.gpt import GPT, GPTConfig
+from gptbench.evaluation.generation import sample
+from gptbench.suite.run_identity import point_link, pretrain_dir, pretrain_settings, record_settings
+from gptbench.data.tokenizer import Tokenizer
+from gptbench.data.tokenizer_stage import run_tokenizer
+from gptbench.training.common import (
     GradientClipping,
     GradNorm,
     RngStateMixin,

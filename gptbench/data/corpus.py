@@ -25,8 +25,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from gptbench.io import default_cache_dir
-from gptbench.tokenizer import Tokenizer
-from gptbench.training import private_generator
+from gptbench.data.tokenizer import Tokenizer
+from gptbench.data.sampling import private_generator
 
 _FORMAT_VERSION = 1
 _CHUNK_CHARS = 20_000  # paragraphs are tokenized in chunks of about this many characters

@@ -1,0 +1,1 @@
+"""Scoring: task metrics, text generation, GLUE submission files."""
