@@ -105,6 +105,9 @@ def test_selection_protocols(pretrained):
     cloze = finetune.run_finetune(load_config("smoke", pretrained + ["finetune.task=story_cloze"]))
     assert cloze["selection"]["protocol"] == "dev" and set(cloze["metrics"]) == {"dev", "test"}
     assert cloze["reported_splits"] == ["dev", "test"]
+    race = load_config("smoke", pretrained + ["finetune.task=race"])  # its test split is absent here
+    assert finetune.resolve_selection(race, get_task("race"), DATA) == "holdout"
+    assert finetune.resolve_selection(race, get_task("race"), None) == "dev"  # the hub has RACE test
 
 
 def tiny_module(task="sst2", **optim):

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from gptbench.io import default_cache_dir
 from gptbench.data.tokenizer import Tokenizer
-from gptbench.data.sampling import private_generator
+from gptbench.data.sampling import attached_context, private_generator
 
 _FORMAT_VERSION = 1
 _CHUNK_CHARS = 20_000  # paragraphs are tokenized in chunks of about this many characters
@@ -212,10 +212,7 @@ class CorpusDataModule(L.LightningDataModule):
 
     @property
     def n_ctx(self) -> int:
-        if self._n_ctx is not None:
-            return self._n_ctx
-        model = getattr(getattr(self.trainer, "lightning_module", None), "model", None)
-        return getattr(getattr(model, "config", None), "n_ctx", 512)
+        return self._n_ctx if self._n_ctx is not None else attached_context(self.trainer)
 
     def setup(self, stage: str | None = None) -> None:
         if self.tokens is None:

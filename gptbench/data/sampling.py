@@ -66,3 +66,10 @@ def batches_done_this_epoch(trainer: L.Trainer | None) -> int:
     if trainer is None or not trainer.fit_loop.restarting:
         return 0
     return trainer.fit_loop.epoch_loop.batch_progress.current.processed
+
+
+def attached_context(trainer: L.Trainer | None, default: int = 512) -> int:
+    """The context length of the model a Trainer runs (a gptbench module's ``model.config``),
+    else the paper's 512: data modules fit their examples to it when not told otherwise."""
+    model = getattr(getattr(trainer, "lightning_module", None), "model", None)
+    return getattr(getattr(model, "config", None), "n_ctx", default)

@@ -28,7 +28,7 @@ from gptbench.io import default_cache_dir
 from gptbench.tasks import SplitUnavailable, TaskSpec, get_task
 from gptbench.tasks.base import TRANSFORMATION_FIELDS, DataError
 from gptbench.data.tokenizer import Tokenizer
-from gptbench.data.sampling import ResumableSampler, batches_done_this_epoch, private_generator
+from gptbench.data.sampling import ResumableSampler, attached_context, batches_done_this_epoch, private_generator
 
 _FORMAT_VERSION = 1
 
@@ -146,6 +146,15 @@ def read_split(spec: TaskSpec, split: str, data_root: Path | None, source: str |
     if not records:
         raise DataError(f"task {spec.name}: split {split!r} ({where}) has no examples")
     return records, dropped, where
+
+
+def absent_reason(spec: TaskSpec, split: str, data_root: Path | None, sources: Mapping[str, str]) -> str | None:
+    """Why a split's data (after substitution) is absent, found without reading it; None when it
+    is present (or comes from the hub)."""
+    source = sources.get(split)
+    if source in spec.all_splits:
+        split, source = source, None
+    return spec.missing(split, data_root, source)
 
 
 def random_subset(records: list, n: int, seed: int) -> list:
@@ -308,10 +317,7 @@ class TaskDataModule(L.LightningDataModule):
 
     @property
     def n_ctx(self) -> int:
-        if self._n_ctx is not None:
-            return self._n_ctx
-        model = getattr(getattr(self.trainer, "lightning_module", None), "model", None)
-        return getattr(getattr(model, "config", None), "n_ctx", 512)
+        return self._n_ctx if self._n_ctx is not None else attached_context(self.trainer)
 
     @property
     def data_source(self) -> str:

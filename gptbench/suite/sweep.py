@@ -134,17 +134,13 @@ def is_done(results_dir: Path, run: Run) -> bool:
 def absent_data(cfg: ExperimentConfig) -> str | None:
     """Why a fine-tune cannot run here for lack of data (its training or reported splits), found
     without reading the data; None when everything it needs is present."""
+    from gptbench.data.task_data import absent_reason
     from gptbench.tasks import get_task
 
     task, f = get_task(cfg.finetune.task), cfg.finetune
-    for split in (task.train_split, *task.eval_splits):
-        source = f.splits.get(split)
-        if source in task.all_splits:
-            split, source = source, None
-        why = task.missing(split, Path(f.data_dir) if f.data_dir else None, source)
-        if why:
-            return why
-    return None
+    root = Path(f.data_dir) if f.data_dir else None
+    reasons = (absent_reason(task, split, root, f.splits) for split in (task.train_split, *task.eval_splits))
+    return next((why for why in reasons if why), None)
 
 
 def execute_run(run: Run, results_dir: str, threads: int | None = None) -> dict:

@@ -24,8 +24,8 @@ from gptbench.io import atomic_write_json, atomic_write_text
 from gptbench.evaluation.metrics import make_metric
 from gptbench.models.gpt import GPT, GPTConfig
 from gptbench.suite.run_identity import finetune_dir, finetune_settings, pretrain_dir, record_settings
-from gptbench.data.task_data import datamodule, read_split
-from gptbench.tasks import SplitUnavailable, TaskSpec, get_task
+from gptbench.data.task_data import absent_reason, datamodule
+from gptbench.tasks import TaskSpec, get_task
 from gptbench.data.tokenizer import Tokenizer
 from gptbench.data.tokenizer_stage import build_tokenizer, run_tokenizer
 from gptbench.training.common import (
@@ -300,13 +300,8 @@ def resolve_selection(cfg: ExperimentConfig, task: TaskSpec, data_root: Path | N
     (it is what gets reported, so dev may choose the epoch), ``holdout`` where dev is reported."""
     if cfg.finetune.select != "auto":
         return cfg.finetune.select
-    for split in task.test_splits:
-        try:
-            read_split(task, split, data_root, cfg.finetune.splits.get(split))
-            return "dev"
-        except SplitUnavailable:
-            continue
-    return "holdout"
+    present = [s for s in task.test_splits if not absent_reason(task, s, data_root, cfg.finetune.splits)]
+    return "dev" if present else "holdout"
 
 
 def score(trainer: L.Trainer, module: FinetuneModule, data) -> dict[str, dict[str, float]]:
