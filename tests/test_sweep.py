@@ -94,9 +94,12 @@ def test_kill_9_mid_sweep_then_rerun_equals_an_uninterrupted_sweep(pretrained, t
         return subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     straight = tmp_path / "straight"
+    t0 = time.perf_counter()
     assert sweep("straight", straight).wait(timeout=600) == 0
+    t_straight = time.perf_counter() - t0
 
     killed = tmp_path / "killed"
+    t0 = time.perf_counter()
     process = sweep("killed", killed)
     first = killed / "runs/table2_nli/rte/full/seed1.json"
     deadline = time.time() + 300
@@ -106,7 +109,10 @@ def test_kill_9_mid_sweep_then_rerun_equals_an_uninterrupted_sweep(pretrained, t
     os.killpg(process.pid, signal.SIGKILL)  # the sweep and its workers, with no chance to clean up
     process.wait()
     assert not (killed / "runs/table2_nli/rte/full/seed2.json").is_file()
+    t_killed = time.perf_counter() - t0
+    t0 = time.perf_counter()
     assert sweep("killed", killed).wait(timeout=600) == 0
+    print(f"uninterrupted sweep {t_straight:.0f} s; killed after {t_killed:.0f} s, rerun {time.perf_counter() - t0:.0f} s")
 
     a, b = statuses(straight), statuses(killed)
     assert sorted(a) == sorted(b) == ["table2_nli/rte/full/seed1.json", "table2_nli/rte/full/seed2.json"]
