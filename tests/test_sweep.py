@@ -12,6 +12,7 @@ import pytest
 from conftest import pretrained_model
 
 from gptbench.config import ConfigError, load_config
+from gptbench.suite.paper import load_paper_numbers
 from gptbench.suite.sweep import expand, load_table, run_sweep, split_overrides
 
 
@@ -26,6 +27,12 @@ def test_paper_tables_expand_into_runs():
     assert runs[0].config().seed == runs[-1].config().seed  # one pre-training for every run
     for name in ("table2_nli", "table3_qa"):
         assert load_table(name).variants == {"full": ()}
+    ablations = load_table("table5_ablations")
+    paper_rows = {row["variant"]: row["overrides"] for row in load_paper_numbers()["tables"]["table5_ablations"]["rows"]}
+    for variant, overrides in ablations.variants.items():  # the same ablations as the paper's rows
+        assert list(overrides) == paper_rows[variant], variant
+    scratch = expand(ablations, "smoke", [], tasks=["rte"], variants=["no_pretraining"])[0].config()
+    assert scratch.finetune.init == "none" and scratch.finetune.lm_coef == 0.5
     with pytest.raises(ConfigError, match="is a sweep table, not a preset"):
         load_config("table4_glue")
     with pytest.raises(ConfigError, match=r"\['wnli'\] are not tasks or variants"):
