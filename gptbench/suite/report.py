@@ -25,10 +25,8 @@ import csv
 import html
 import io
 import json
-import os
 import re
 import statistics
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,7 +34,7 @@ import matplotlib.style
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from gptbench.io import atomic_write_text
+from gptbench.io import atomic_write_bytes, atomic_write_text
 from gptbench.suite.paper import load_paper_numbers
 
 STATUSES = ("done", "failed", "unavailable")
@@ -824,21 +822,6 @@ def render_figures(board: dict, curve: list[dict] | None) -> dict[str, bytes]:
 
 # ---------------------------------------------------------------------------------------------
 # Entry point
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """atomic_write_text's twin for the PNGs: a temporary file beside ``path``, then a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_report(results_dir: str | Path, paper: dict | None = None) -> list[Path]:
