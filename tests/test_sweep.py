@@ -90,6 +90,15 @@ def test_submitit_executor_runs_the_same_code(pretrained, tmp_path):
     assert status["status"] == "done" and status["selection"]["protocol"] == "holdout"
 
 
+def test_jobs_run_side_by_side_with_the_cores_divided(pretrained, tmp_path):
+    table = write_table(tmp_path / "j.yaml", ["rte"], [4, 5], {"full": []})
+    results = tmp_path / "results"
+    run_sweep(str(table), "smoke", [*pretrained, "finetune.epochs=1", f"results_dir={results}", "jobs=2"])
+    got = statuses(results)
+    assert [s["status"] for s in got.values()] == ["done", "done"]
+    assert {s["torch_threads"] for s in got.values()} == {max(1, (os.cpu_count() or 1) // 2)}
+
+
 def test_kill_9_mid_sweep_then_rerun_equals_an_uninterrupted_sweep(pretrained, tmp_path):
     init = f"finetune.init={pretrained_model(pretrained)}"
     table = write_table(tmp_path / "k.yaml", ["rte"], [1, 2], {"full": []})

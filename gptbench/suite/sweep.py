@@ -167,6 +167,7 @@ def execute_run(run: Run, results_dir: str, threads: int | None = None) -> dict:
             traceback.print_exc()
             status = {**base, "status": "failed", "error": f"{type(e).__name__}: {e}".split("\n")[0], "log": str(log)}
     status.setdefault("wall_seconds", time.perf_counter() - start)
+    status["torch_threads"] = torch.get_num_threads()
     atomic_write_json(status_path(Path(results_dir), run), status)
     return status
 
