@@ -1,4 +1,4 @@
-"""Command line: ``gptbench pretrain|finetune|reproduce|sweep|report|data``.
+"""Command line: ``gptbench pretrain|finetune|reproduce|sweep|report|zeroshot|data``.
 
 Every command takes a config (a YAML path or a preset name from experiments/) followed by
 ``key=value`` overrides, e.g. ``gptbench finetune smoke finetune.task=sst2 finetune.lm_coef=0``.
@@ -55,7 +55,11 @@ def _sweep(args) -> None:
 def _report(args) -> None:
     from gptbench.suite.report import write_report
 
-    for path in write_report(Path(args.results_dir)):
+    try:
+        paths = write_report(Path(args.results_dir))
+    except ValueError as e:  # a missing directory or a malformed result file, named in the message
+        raise ConfigError(str(e)) from None
+    for path in paths:
         print(path)
 
 
@@ -74,6 +78,41 @@ def _data(args) -> None:
     root = require_dir(data_dir, "--data-dir", "GPTBENCH_DATA", "the benchmark data root") if data_dir else None
     source = str(Path(root) / spec.data_subdir) if root else f"hub {spec.hub.path if spec.hub else '(none)'}"
     print(format_summary(spec, summarize(spec, root), source))
+
+
+ZEROSHOT_KEYS = ("tasks", "max_examples", "data_dir", "gpt1_dir", "out", "device")
+
+
+def _zeroshot(args) -> None:
+    """The paper's zero-shot heuristics (Section 5) on a checkpoint: print a table, optionally JSON."""
+    import os
+
+    from gptbench.evaluation.zeroshot import ZERO_SHOT_TASKS, evaluate_zero_shot, format_table, load_model_and_tokenizer
+    from gptbench.io import atomic_write_json
+
+    opts = {}
+    for o in args.overrides:
+        key, sep, value = o.partition("=")
+        if not sep or key not in ZEROSHOT_KEYS:
+            raise ConfigError(f"zeroshot: expected key=value with key in {list(ZEROSHOT_KEYS)}, got {o!r}")
+        opts[key] = value
+    tasks = [t.strip() for t in opts.get("tasks", ",".join(ZERO_SHOT_TASKS)).strip("[]").split(",") if t.strip()]
+    unknown = [t for t in tasks if t not in ZERO_SHOT_TASKS]
+    if unknown:
+        raise ConfigError(f"zeroshot: unknown task(s) {unknown}; known: {list(ZERO_SHOT_TASKS)}")
+    try:
+        max_examples = int(opts["max_examples"]) if opts.get("max_examples") else None
+    except ValueError:
+        raise ConfigError(f"zeroshot: max_examples must be an integer, got {opts['max_examples']!r}") from None
+    data_dir = opts.get("data_dir") or os.environ.get("GPTBENCH_DATA")
+    if not data_dir or not Path(data_dir).is_dir():
+        raise ConfigError(f"zeroshot: data_dir={data_dir!r} is not a directory (set data_dir= or $GPTBENCH_DATA)")
+    model, tokenizer = load_model_and_tokenizer(args.checkpoint, opts.get("gpt1_dir"), opts.get("device"))
+    results = evaluate_zero_shot(model, tokenizer, tasks, data_dir, max_examples)
+    print(format_table(results))
+    if opts.get("out"):
+        atomic_write_json(opts["out"], {"checkpoint": str(args.checkpoint), "results": results})
+        print(f"written {opts['out']}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -104,6 +143,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="regenerate the leaderboard of a results directory (no training)")
     p.add_argument("results_dir", help="e.g. results/smoke")
     p.set_defaults(fn=_report)
+    p = sub.add_parser("zeroshot", help="the paper's zero-shot heuristics (SST-2, CoLA, RACE, DPRD) on a checkpoint")
+    p.add_argument("checkpoint", help="gptbench model dir, .ckpt, Hugging Face openai-gpt dir or OpenAI model/ dir")
+    p.add_argument("overrides", nargs="*", help="tasks=sst2,cola,race,dprd max_examples=N data_dir=PATH gpt1_dir=PATH "
+                   "out=PATH.json device=cpu|cuda")  # fmt: skip
+    p.set_defaults(fn=_zeroshot)
     return parser
 
 
