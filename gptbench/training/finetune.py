@@ -377,10 +377,11 @@ def run_finetune(cfg: ExperimentConfig) -> dict:
                                save_top_k=1, auto_insert_metric_name=False, enable_version_counter=False)  # fmt: skip
         callbacks.append(best)
     steps_per_epoch = data.num_train_batches
+    clock = WallClock()
     trainer = make_trainer(
-        stage_dir, cfg.trainer, callbacks, extra_callbacks=[TokensPerSecond(), GradNorm(), clock := WallClock()], max_epochs=f.epochs,
-        val_check_interval=1.0 / f.val_checks_per_epoch, log_every_n_steps=max(1, min(50, steps_per_epoch // 4)),
-        num_sanity_val_steps=0,
+        stage_dir, cfg.trainer, callbacks, extra_callbacks=[TokensPerSecond(), GradNorm(), clock],
+        max_epochs=f.epochs, val_check_interval=1.0 / f.val_checks_per_epoch,
+        log_every_n_steps=max(1, min(50, steps_per_epoch // 4)), num_sanity_val_steps=0,
     )  # fmt: skip
     trainer.fit(module, datamodule=data, ckpt_path=ckpt)
     if trainer.interrupted or trainer.current_epoch < f.epochs:

@@ -149,13 +149,14 @@ def run_pretrain(cfg: ExperimentConfig) -> Path:
     )  # fmt: skip
     module = PretrainModule(gpt_config, lr=p.lr, warmup_steps=p.warmup_steps, max_steps=p.max_steps,
                             weight_decay=p.weight_decay, betas=p.betas, eps=p.eps, grad_clip=p.grad_clip)  # fmt: skip
+    clock = WallClock()
     trainer = make_trainer(
         stage_dir,
         cfg.trainer,
         # Every checkpoint is kept: zero-shot performance against pre-training updates (the
         # paper's Figure 2, right) is measured on them.
         [resumable_checkpoint(stage_dir / "checkpoints", p.checkpoint_every_n_steps, keep_all=True)],
-        extra_callbacks=[TokensPerSecond(), GradNorm(), LogSamples(tokenizer), clock := WallClock()],
+        extra_callbacks=[TokensPerSecond(), GradNorm(), LogSamples(tokenizer), clock],
         max_steps=p.max_steps,
         val_check_interval=p.val_every_n_steps,
         check_val_every_n_epoch=None,
