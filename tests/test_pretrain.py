@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 import gptbench.training.pretrain as pretrain
 from gptbench.config import ConfigError, load_config
 from gptbench.data.corpus import book_text, cached_corpus, split_books
-from gptbench.suite.run_identity import pretrain_dir
+from gptbench.run_identity import pretrain_dir
 
 
 class CrashAt(Callback):

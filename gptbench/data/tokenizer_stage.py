@@ -7,7 +7,7 @@ from pathlib import Path
 
 from gptbench.config import ExperimentConfig, require_dir
 from gptbench.data.corpus import book_text, split_books, text_chunks
-from gptbench.suite.run_identity import record_settings, tokenizer_dir, tokenizer_settings
+from gptbench.run_identity import record_settings, tokenizer_dir, tokenizer_settings
 from gptbench.data.tokenizer import Tokenizer
 
 

@@ -1,1 +1,1 @@
-"""The experiment suite: run identity, sweeps, result files, the paper's numbers, the report."""
+"""The experiment suite: sweeps, result files, the paper's numbers, the report."""

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from gptbench.config import ExperimentConfig
 from gptbench.io import atomic_write_json, atomic_write_text
-from gptbench.suite.run_identity import pretrain_dir
+from gptbench.run_identity import pretrain_dir
 
 CURVE_TAGS = ("train/loss", "val/loss", "val/ppl")
 

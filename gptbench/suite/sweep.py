@@ -29,7 +29,7 @@ from omegaconf import OmegaConf
 
 from gptbench.config import EXPERIMENTS_DIR, ConfigError, ExperimentConfig, experiment_files, load_config
 from gptbench.io import atomic_write_json
-from gptbench.suite.run_identity import finetune_settings, settings_key
+from gptbench.run_identity import finetune_settings, settings_key
 
 SWEEP_KEYS = ("seeds", "tasks", "variants", "jobs", "executor", "results_dir")
 EXECUTORS = ("local", "slurm", "submitit_local")
@@ -221,7 +221,7 @@ def _minutes(seconds: float) -> str:
 
 def _pretrainings(runs: list[Run]) -> list[ExperimentConfig]:
     """One config per distinct pre-training the runs fine-tune from."""
-    from gptbench.suite.run_identity import pretrain_dir
+    from gptbench.run_identity import pretrain_dir
 
     distinct = {}
     for run in runs:

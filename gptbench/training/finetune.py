@@ -23,7 +23,7 @@ from gptbench.config import ConfigError, ExperimentConfig, FinetuneConfig, requi
 from gptbench.io import atomic_write_json, atomic_write_text
 from gptbench.evaluation.metrics import make_metric
 from gptbench.models.gpt import GPT, GPTConfig
-from gptbench.suite.run_identity import finetune_dir, finetune_settings, pretrain_dir, record_settings
+from gptbench.run_identity import finetune_dir, finetune_settings, pretrain_dir, record_settings
 from gptbench.data.task_data import absent_reason, datamodule
 from gptbench.tasks import TaskSpec, get_task
 from gptbench.data.tokenizer import Tokenizer

@@ -21,7 +21,7 @@ from gptbench.data.corpus import CorpusDataModule
 from gptbench.io import atomic_write_json, atomic_write_text
 from gptbench.models.gpt import GPT, GPTConfig
 from gptbench.evaluation.generation import sample
-from gptbench.suite.run_identity import point_link, pretrain_dir, pretrain_settings, record_settings
+from gptbench.run_identity import point_link, pretrain_dir, pretrain_settings, record_settings
 from gptbench.data.tokenizer import Tokenizer
 from gptbench.data.tokenizer_stage import run_tokenizer
 from gptbench.training.common import (
