@@ -1,7 +1,7 @@
-"""Command line: ``gptbench pretrain|finetune|reproduce|sweep|report|zeroshot|data``.
+"""Command line: gptbench pretrain|finetune|reproduce|sweep|report|zeroshot|data.
 
 Every command takes a config (a YAML path or a preset name from experiments/) followed by
-``key=value`` overrides, e.g. ``gptbench finetune smoke finetune.task=sst2 finetune.lm_coef=0``.
+key=value overrides, e.g. gptbench finetune smoke finetune.task=sst2 finetune.lm_coef=0.
 """
 
 from __future__ import annotations
@@ -12,9 +12,10 @@ from pathlib import Path
 
 from gptbench.models.checkpoints import CheckpointError
 from gptbench.config import ConfigError, load_config
+from gptbench.errors import CorpusError, NonFiniteLoss, RunLocked
 from gptbench.tasks import DataError
 
-USER_ERRORS = (ConfigError, DataError, CheckpointError, FileNotFoundError)
+USER_ERRORS = (ConfigError, DataError, CheckpointError, CorpusError, NonFiniteLoss, RunLocked, FileNotFoundError)
 
 
 def _pretrain(args) -> None:
@@ -30,17 +31,18 @@ def _finetune(args) -> None:
     run_finetune(load_config(args.config, overrides))
 
 
-PAPER_TABLES = ("table2_nli", "table3_qa", "table4_glue")
-
-
 def _reproduce(args) -> None:
-    """Pre-train once, run Tables 2-4 for every task whose data is present, write the report.
-    Finished runs are skipped and interrupted ones resumed, so the command can simply be rerun."""
+    """Run the preset's sweeps (``reproduce.sweeps``: Tables 2-5 and both panels of Figure 2 for
+    every task whose data is present), then write the report. Finished runs are skipped and
+    interrupted ones resumed, so the command can simply be rerun."""
     from gptbench.suite.report import write_report
-    from gptbench.suite.sweep import run_sweep
+    from gptbench.suite.sweep import run_sweep, split_overrides
 
-    for table in PAPER_TABLES:
-        results_dir = run_sweep(table, args.preset, args.overrides)
+    _, experiment = split_overrides(args.overrides)
+    plan = load_config(args.preset, experiment).reproduce
+    for sweep in plan.sweeps:
+        print(f"\n== {sweep} ==", flush=True)
+        results_dir = run_sweep(sweep, args.preset, [*plan.arguments(sweep), *args.overrides])
     for path in write_report(results_dir):
         if path.suffix == ".md":
             print(f"\n{path.read_text()}\nreport: {path}")
@@ -115,30 +117,62 @@ def _zeroshot(args) -> None:
         print(f"written {opts['out']}")
 
 
+def _epilog() -> str:
+    from gptbench.config import experiment_files
+    from gptbench.tasks import TASKS
+
+    return f"""presets: {', '.join(experiment_files('preset'))} (experiments/<name>.yaml, or any YAML path)
+sweeps:  {', '.join(experiment_files('table') + experiment_files('zero_shot_curve'))}
+tasks:   {', '.join(sorted(TASKS))}
+
+configuration: key=value overrides of the preset, e.g. model.n_layer=2, finetune.lr=1e-4,
+  finetune.lm_coef=0, finetune.init=none, architecture=lstm, pretrain.max_steps=100, resume=true.
+  Every key, its type and its default: gptbench/config.py (typed dataclasses); unknown keys and
+  impossible values are refused before any work, naming the key.
+
+environment: GPTBENCH_DATA (benchmark data root; unset = the Hugging Face hub),
+  GPTBENCH_CORPUS (folder of .txt books), GPTBENCH_GPT1 (GPT-1's BPE files),
+  GPTBENCH_CACHE (tokenized corpora and task splits; default ~/.cache/gptbench)
+
+examples:
+  gptbench reproduce --preset smoke                 pre-train, Tables 2-5, Figure 2, report
+  gptbench pretrain smoke pretrain.max_steps=200    pre-train only
+  gptbench finetune smoke task=rte finetune.seed=2  one fine-tune, after pre-training
+  gptbench sweep table4_glue smoke seeds=[1,2,3]    a paper table, three seeds
+  gptbench zeroshot runs/smoke/pretrain/model       the zero-shot heuristics of a checkpoint
+  gptbench data rte                                 what data a task has here
+  gptbench report results/smoke                     regenerate the leaderboard
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gptbench", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="gptbench", description=__doc__.split("\n")[0], epilog=_epilog(),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     sub = parser.add_subparsers(dest="command", required=True)
     for name, fn, help_text in (
         ("pretrain", _pretrain, "pre-train a language model on the book corpus"),
         ("finetune", _finetune, "fine-tune on a task (task=NAME)"),
     ):
-        p = sub.add_parser(name, help=help_text)
+        p = sub.add_parser(name, help=help_text, description=help_text, epilog=_epilog(),
+                           formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
         p.add_argument("config", help="YAML file or preset name (smoke, mini, paper)")
-        p.add_argument("overrides", nargs="*", help="key=value overrides")
+        p.add_argument("overrides", nargs="*", help="key=value overrides (see below)")
         p.set_defaults(fn=fn)
     p = sub.add_parser("data", help="print a task's splits: sizes and label distributions")
     p.add_argument("task")
     p.add_argument("--data-dir", help="benchmark data root (default: $GPTBENCH_DATA; unset = the hub)")
     p.set_defaults(fn=_data)
-    p = sub.add_parser("reproduce", help="pre-train, run Tables 2-4 and write the report under results/<preset>/")
+    p = sub.add_parser("reproduce", help="pre-train, run Tables 2-5 and Figure 2 and write the report under results/<preset>/")
     p.add_argument("--preset", default="smoke", help="smoke | mini | paper, or a YAML path (default: smoke)")
     p.add_argument("overrides", nargs="*", help="key=value overrides, and the sweep keys seeds=, jobs=, executor=")
     p.set_defaults(fn=_reproduce)
-    p = sub.add_parser("sweep", help="run a paper table (experiments/table*.yaml) on a preset")
-    p.add_argument("table", help="table2_nli | table3_qa | table4_glue, or a table YAML path")
+    p = sub.add_parser("sweep", help="run a paper table or figure (experiments/table*.yaml, figure2_*.yaml) on a preset")
+    p.add_argument("table", help="table2_nli | table3_qa | table4_glue | table5_ablations | figure2_layers | "
+                   "figure2_zeroshot, or a sweep YAML path")
     p.add_argument("preset", help="smoke | mini | paper, or a YAML path")
     p.add_argument("overrides", nargs="*", help="seeds=[..] tasks=[..] variants=[..] jobs=N executor=local|slurm|"
-                   "submitit_local results_dir=PATH, and any key=value experiment override")  # fmt: skip
+                   "submitit_local results_dir=PATH (zero-shot curves: tasks=, max_examples=N, results_dir=), and any "
+                   "key=value experiment override")  # fmt: skip
     p.set_defaults(fn=_sweep)
     p = sub.add_parser("report", help="regenerate the leaderboard of a results directory (no training)")
     p.add_argument("results_dir", help="e.g. results/smoke")

@@ -7,18 +7,23 @@ GPTBENCH_CACHE) so the same YAML runs on any machine.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import functools
+import math
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Optional
 
-from omegaconf import OmegaConf
+import yaml
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from gptbench.models.gpt import GPTConfig
+from gptbench.models.lstm import LSTMConfig
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
 PRECISIONS = ("32-true", "32", "bf16-mixed", "bf16-true", "16-mixed")
 SELECTIONS = ("auto", "holdout", "dev", "last")
+ARCHITECTURES = ("transformer", "lstm")
 
 
 class ConfigError(ValueError):
@@ -41,6 +46,16 @@ class CorpusConfig:
 
 
 @dataclass
+class LSTMSettings:
+    """The LSTM of Table 5 (``architecture=lstm``). It shares the model section's n_ctx, n_embd
+    (embedding width, and the width its output is projected to), embd_pdrop, resid_pdrop and
+    initializer_range with the Transformer, and the tokenizer, corpus and pre-training settings."""
+
+    n_hidden: int = 2048  # LSTM units (the paper: 2048); presets match the Transformer's parameters
+    n_layer: int = 1  # the paper: a single layer
+
+
+@dataclass
 class PretrainConfig:
     max_steps: int = 100_000
     batch_size: int = 64  # sequences of n_ctx tokens per optimizer step (before accumulation)
@@ -55,6 +70,10 @@ class PretrainConfig:
     val_windows: int = 256  # validation windows of n_ctx tokens from the held-out books
     checkpoint_every_n_steps: int = 1000
     log_every_n_steps: int = 50
+    # Steps at which the model is exported for good to snapshots/step<N>/ (0 = before training),
+    # e.g. log-spaced for zero-shot against updates (Figure 2, right). null: keep every periodic
+    # checkpoint instead; a list: only the newest periodic checkpoint is kept (for resuming).
+    keep_steps: Optional[list[int]] = None
 
 
 @dataclass
@@ -87,6 +106,7 @@ class FinetuneConfig:
     max_train_examples: Optional[int] = None  # subsample the training split (smoke runs)
     max_eval_examples: Optional[int] = None  # a fixed random subset (the same for every seed)
     length_grouped: bool = False  # batch training examples of similar length together
+    score_train: bool = False  # also score the examples trained on, with the reported checkpoint (Figure 2 left)
     data_dir: Optional[str] = "${oc.env:GPTBENCH_DATA,null}"  # root of the benchmark data
     num_workers: int = 0
     val_checks_per_epoch: int = 1
@@ -109,18 +129,40 @@ class TrainerConfig:
 
 
 @dataclass
+class ReproduceConfig:
+    """What ``gptbench reproduce`` runs on this preset: the sweep files of experiments/ in order,
+    and per sweep file the seeds, tasks and extra overrides that differ from the file's own (a
+    quick preset runs smaller analysis sweeps). The command line's sweep keys and overrides win."""
+
+    sweeps: list[str] = field(default_factory=lambda: ["table2_nli", "table3_qa", "table4_glue", "table5_ablations",
+                                                       "figure2_layers", "figure2_zeroshot"])  # fmt: skip
+    seeds: dict[str, list[int]] = field(default_factory=dict)
+    tasks: dict[str, list[str]] = field(default_factory=dict)
+    overrides: dict[str, list[str]] = field(default_factory=dict)
+
+    def arguments(self, sweep: str) -> list[str]:
+        """The ``key=value`` arguments of one sweep: its seeds=, tasks= and overrides."""
+        args = [f"seeds=[{','.join(map(str, self.seeds[sweep]))}]"] if sweep in self.seeds else []
+        args += [f"tasks=[{','.join(self.tasks[sweep])}]"] if sweep in self.tasks else []
+        return args + list(self.overrides.get(sweep, []))
+
+
+@dataclass
 class ExperimentConfig:
     name: str = "default"
     seed: int = 1234
     runs_dir: str = "runs"
     cache_dir: str = "${oc.env:GPTBENCH_CACHE,${oc.env:HOME,.}/.cache/gptbench}"
     resume: bool = False  # continue from the run directory's last checkpoint
+    architecture: str = "transformer"  # transformer: GPT-1 (the model section) | lstm: Table 5's LSTM
     model: GPTConfig = field(default_factory=GPTConfig)
+    lstm: LSTMSettings = field(default_factory=LSTMSettings)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    reproduce: ReproduceConfig = field(default_factory=ReproduceConfig)
 
     @property
     def run_dir(self) -> Path:
@@ -129,6 +171,20 @@ class ExperimentConfig:
     @property
     def finetune_seed(self) -> int:
         return self.seed if self.finetune.seed is None else self.finetune.seed
+
+    def network_config(self, vocab_size: int, n_special: int) -> GPTConfig | LSTMConfig:
+        """The config of a fresh network of ``architecture`` for a tokenizer's vocabulary."""
+        vocab = {"vocab_size": vocab_size, "n_special": n_special}
+        if self.architecture == "transformer":
+            return GPTConfig(**{**asdict(self.model), **vocab})
+        m = self.model
+        return LSTMConfig(**vocab, n_ctx=m.n_ctx, n_embd=m.n_embd, n_hidden=self.lstm.n_hidden,
+                          n_layer=self.lstm.n_layer, embd_pdrop=m.embd_pdrop, resid_pdrop=m.resid_pdrop,
+                          initializer_range=m.initializer_range)  # fmt: skip
+
+    def dropout(self) -> dict[str, float]:
+        """The model section's dropout rates (each network takes those it has)."""
+        return {k: getattr(self.model, k) for k in ("embd_pdrop", "attn_pdrop", "resid_pdrop")}
 
 
 # Keys derived from other parts of the experiment, never set by hand.
@@ -148,8 +204,14 @@ def resolve_config_path(config: str | Path) -> Path:
 
 
 def experiment_files(kind: str) -> list[str]:
-    """Names of the files in experiments/ of one kind: 'preset' or 'table' (``kind: table``)."""
-    return sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml") if (OmegaConf.load(p).get("kind") or "preset") == kind)
+    """Names of the files in experiments/ of one kind: 'preset', 'table' (a sweep of fine-tunes)
+    or 'zero_shot_curve' (zero-shot scores of pre-training snapshots)."""
+    return sorted(name for name, k in _experiment_kinds().items() if k == kind)
+
+
+@functools.lru_cache(maxsize=1)
+def _experiment_kinds() -> dict[str, str]:
+    return {p.stem: OmegaConf.load(p).get("kind") or "preset" for p in EXPERIMENTS_DIR.glob("*.yaml")}
 
 
 def load_config(config: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
@@ -178,13 +240,45 @@ def load_config(config: str | Path, overrides: list[str] | tuple[str, ...] = ())
     return cfg
 
 
-def _yaml_layers(path: Path) -> list:
+def _yaml_layers(path: Path, chain: tuple[Path, ...] = ()) -> list:
     """The YAML file and, first, the files named by its ``base:`` key (relative to it)."""
-    node = OmegaConf.load(path)
-    if node.get("kind") == "table":
-        raise ConfigError(f"{path} is a sweep table, not a preset: run `gptbench sweep {path.stem} PRESET`")
+    path = path.resolve()
+    if path in chain:
+        raise ConfigError("config base: chain loops: " + " -> ".join(str(p) for p in (*chain, path)))
+    if not path.is_file():
+        where = f" (the base: of {chain[-1]})" if chain else ""
+        raise ConfigError(f"config {path}{where}: no such file")
+    try:
+        node = OmegaConf.load(path)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f":{mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}{at}: not valid YAML ({getattr(e, 'problem', None) or e})") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: not readable as a YAML text file ({e})") from None
+    if not isinstance(node, DictConfig):
+        raise ConfigError(f"{path}: expected a YAML mapping of config keys, got a {type(node).__name__}")
+    if (node.get("kind") or "preset") != "preset":
+        raise ConfigError(f"{path} is a sweep file, not a preset: run `gptbench sweep {path.stem} PRESET`")
     base = node.pop("base", None)
-    return (_yaml_layers((path.parent / base).resolve()) if base else []) + [node]
+    return (_yaml_layers(path.parent / base, (*chain, path)) if base else []) + [node]
+
+
+def non_finite(node, prefix: str = "") -> tuple[str, float] | None:
+    """The first float of a config (nested dataclasses, lists, dicts) that is nan or infinite."""
+    if is_dataclass(node):
+        items = ((f.name, getattr(node, f.name)) for f in fields(node))
+    elif isinstance(node, dict):
+        items = node.items()
+    elif isinstance(node, (list, tuple)):
+        items = enumerate(node)
+    else:
+        return (prefix, node) if isinstance(node, float) and not math.isfinite(node) else None
+    for name, value in items:
+        found = non_finite(value, f"{prefix}.{name}" if prefix else str(name))
+        if found:
+            return found
+    return None
 
 
 def validate(cfg: ExperimentConfig) -> None:
@@ -193,6 +287,10 @@ def validate(cfg: ExperimentConfig) -> None:
     def check(ok: bool, key: str, expected: str, value) -> None:
         if not ok:
             raise ConfigError(f"{key}={value!r}: expected {expected}")
+
+    bad = non_finite(cfg)
+    if bad:
+        raise ConfigError(f"{bad[0]}={bad[1]!r}: expected a finite number")
 
     check(cfg.tokenizer.kind in ("gpt1", "trained"), "tokenizer.kind", "'gpt1' or 'trained'", cfg.tokenizer.kind)
     check(cfg.tokenizer.vocab_size >= 256, "tokenizer.vocab_size", ">= 256", cfg.tokenizer.vocab_size)
@@ -204,6 +302,13 @@ def validate(cfg: ExperimentConfig) -> None:
                 "val_windows", "checkpoint_every_n_steps", "log_every_n_steps"):  # fmt: skip
         check(getattr(p, key) > 0, f"pretrain.{key}", "> 0", getattr(p, key))
     check(0 <= p.warmup_steps <= p.max_steps, "pretrain.warmup_steps", f"in [0, max_steps={p.max_steps}]", p.warmup_steps)
+    check(p.keep_steps is None or all(0 <= s <= p.max_steps for s in p.keep_steps), "pretrain.keep_steps",
+          f"null or steps in [0, max_steps={p.max_steps}]", p.keep_steps)  # fmt: skip
+    check(cfg.architecture in ARCHITECTURES, "architecture", f"one of {ARCHITECTURES}", cfg.architecture)
+    if cfg.architecture == "lstm":
+        check(cfg.lstm.n_layer >= 1, "lstm.n_layer", ">= 1", cfg.lstm.n_layer)
+        check(cfg.lstm.n_hidden > cfg.model.n_embd, "lstm.n_hidden", f"> model.n_embd={cfg.model.n_embd} (its output "
+              "is projected to the embedding width)", cfg.lstm.n_hidden)  # fmt: skip
     f = cfg.finetune
     for key in ("batch_size", "epochs", "val_checks_per_epoch"):
         check(getattr(f, key) > 0, f"finetune.{key}", "> 0", getattr(f, key))
@@ -213,7 +318,8 @@ def validate(cfg: ExperimentConfig) -> None:
     check(f.select in SELECTIONS, "finetune.select", f"one of {SELECTIONS}", f.select)
     check(0 < f.holdout_fraction < 1, "finetune.holdout_fraction", "in (0, 1)", f.holdout_fraction)
     check(f.holdout_max > 0, "finetune.holdout_max", "> 0", f.holdout_max)
-    check(-1 <= f.n_transfer <= cfg.model.n_layer, "finetune.n_transfer", f"-1 (all) or 0..{cfg.model.n_layer}", f.n_transfer)
+    n_layer = cfg.model.n_layer if cfg.architecture == "transformer" else cfg.lstm.n_layer
+    check(-1 <= f.n_transfer <= n_layer, "finetune.n_transfer", f"-1 (all) or 0..{n_layer}", f.n_transfer)
     check(f.lm_coef >= 0, "finetune.lm_coef", ">= 0", f.lm_coef)
     check(0 <= f.warmup_fraction < 1, "finetune.warmup_fraction", "in [0, 1)", f.warmup_fraction)
     check(0 <= f.clf_pdrop < 1, "finetune.clf_pdrop", "in [0, 1)", f.clf_pdrop)
@@ -229,6 +335,12 @@ def validate(cfg: ExperimentConfig) -> None:
     check(cfg.trainer.devices >= 1, "trainer.devices", ">= 1", cfg.trainer.devices)
     check(cfg.trainer.num_nodes >= 1, "trainer.num_nodes", ">= 1", cfg.trainer.num_nodes)
     check(bool(cfg.name) and "/" not in cfg.name, "name", "a non-empty name without '/'", cfg.name)
+    sweeps = experiment_files("table") + experiment_files("zero_shot_curve")
+    r = cfg.reproduce
+    for key, names in (("sweeps", r.sweeps), ("seeds", list(r.seeds)), ("tasks", list(r.tasks)),
+                       ("overrides", list(r.overrides))):  # fmt: skip
+        unknown = sorted(set(names) - set(sweeps))
+        check(not unknown, f"reproduce.{key}", f"sweep files of experiments/ ({sweeps})", unknown or names)
     if f.init not in ("pretrained", "none") and not Path(f.init).exists():
         raise ConfigError(f"finetune.init={f.init!r}: expected 'pretrained', 'none' or an existing checkpoint path")
     from gptbench.tasks import TASKS

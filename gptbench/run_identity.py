@@ -21,6 +21,8 @@ from gptbench.config import ExperimentConfig
 from gptbench.io import atomic_write_json
 
 _FORMAT = 1  # bump when a stage's results change for reasons its settings do not show
+# The same for fine-tuning alone. 2: Matthews is GLUE's (0 for a one-class predictor).
+_FINETUNE_FORMAT = 2
 
 
 def settings_key(settings: dict) -> str:
@@ -51,11 +53,23 @@ def _corpus_settings(cfg: ExperimentConfig) -> dict:
     return {"books": _corpus_fingerprint(c.path), "max_bytes": c.max_bytes, "val_books": c.val_books}
 
 
+def _network_settings(cfg: ExperimentConfig) -> dict:
+    """The model section, plus the architecture and LSTM settings for an LSTM (a Transformer's
+    settings, and so its keys, are as they were before the LSTM existed)."""
+    if cfg.architecture == "transformer":
+        return {"model": asdict(cfg.model)}
+    return {"model": asdict(cfg.model), "architecture": cfg.architecture, "lstm": asdict(cfg.lstm)}
+
+
 def pretrain_settings(cfg: ExperimentConfig) -> dict:
     p = asdict(cfg.pretrain)
     for unkeyed in ("checkpoint_every_n_steps", "log_every_n_steps"):
         p.pop(unkeyed)
-    return {"tokenizer": tokenizer_settings(cfg), "corpus": _corpus_settings(cfg), "model": asdict(cfg.model),
+    if p["keep_steps"] is None:  # which snapshots are kept changes no number
+        p.pop("keep_steps")
+    else:
+        p["keep_steps"] = sorted(set(p["keep_steps"]))
+    return {"tokenizer": tokenizer_settings(cfg), "corpus": _corpus_settings(cfg), **_network_settings(cfg),
             "pretrain": p, "seed": cfg.seed, "precision": cfg.trainer.precision}  # fmt: skip
 
 
@@ -64,31 +78,42 @@ def finetune_settings(cfg: ExperimentConfig) -> dict:
     f = asdict(cfg.finetune)
     for unkeyed in ("seed", "data_dir", "num_workers", "checkpoint_every_n_steps"):
         f.pop(unkeyed)
+    if not f["score_train"]:  # keys of runs that do not score train are as before the option existed
+        f.pop("score_train")
     if cfg.finetune.init == "pretrained":
         init = {"pretrain": pretrain_settings(cfg)}
     elif cfg.finetune.init == "none":
-        init = {"none": {"tokenizer": tokenizer_settings(cfg), "model": asdict(cfg.model)}}
+        init = {"none": {"tokenizer": tokenizer_settings(cfg), **_network_settings(cfg)}}
     else:
         init = {"path": str(Path(cfg.finetune.init).resolve()),
                 "dropout": {k: getattr(cfg.model, k) for k in ("embd_pdrop", "attn_pdrop", "resid_pdrop")}}  # fmt: skip
     data = "local" if cfg.finetune.data_dir else "hub"
     t = cfg.trainer
     return {"finetune": f, "init": init, "data": data, "precision": t.precision,
-            "devices": t.devices * t.num_nodes}  # the global batch  # fmt: skip
+            "devices": t.devices * t.num_nodes,  # the global batch
+            "finetune_format": _FINETUNE_FORMAT}  # fmt: skip
 
 
 def _tokenizer_label(cfg: ExperimentConfig) -> str:
     return "gpt1" if cfg.tokenizer.kind == "gpt1" else f"bpe{cfg.tokenizer.vocab_size}"
 
 
-def _pretrain_label(cfg: ExperimentConfig) -> str:
+def _network_label(cfg: ExperimentConfig) -> str:
     m = cfg.model
-    return f"{m.n_layer}x{m.n_embd}-ctx{m.n_ctx}-{_tokenizer_label(cfg)}-{cfg.pretrain.max_steps}steps"
+    if cfg.architecture == "lstm":
+        return f"lstm{cfg.lstm.n_layer}x{cfg.lstm.n_hidden}-e{m.n_embd}-ctx{m.n_ctx}"
+    return f"{m.n_layer}x{m.n_embd}-ctx{m.n_ctx}"
+
+
+def _pretrain_label(cfg: ExperimentConfig) -> str:
+    return f"{_network_label(cfg)}-{_tokenizer_label(cfg)}-{cfg.pretrain.max_steps}steps"
 
 
 def _finetune_label(cfg: ExperimentConfig) -> str:
     f = cfg.finetune
     init = {"pretrained": "pretrained", "none": "scratch"}.get(f.init, "weights")
+    if cfg.architecture == "lstm" and f.init in ("pretrained", "none"):
+        init = f"lstm-{init}"
     transfer = "" if f.n_transfer < 0 else f"-transfer{f.n_transfer}"
     return f"{init}{transfer}-lm{f.lm_coef:g}-lr{f.lr:g}-{f.epochs}ep-{f.select}"
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import sys
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -55,6 +56,20 @@ def _existing(path: Path) -> Path:
     return path
 
 
+def undecodable(error: UnicodeDecodeError, path: Path) -> str:
+    """Where in ``path`` (a file, or a folder holding the file that failed) the bytes are not
+    UTF-8, as file:line."""
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for file in files:
+        data = file.read_bytes()
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            line = data.count(b"\n", 0, e.start) + 1
+            return f"{file}:{line}: not UTF-8 text (byte {data[e.start:e.start + 1]!r} at offset {e.start})"
+    return f"{path}: not UTF-8 text ({error.reason})"
+
+
 def _assemble(get, columns: Mapping[str, Column], where: str) -> Record:
     record = {}
     for name, col in columns.items():
@@ -78,8 +93,14 @@ class FileSource(ABC):
 
     def read(self, root: Path) -> tuple[list[Record], int]:
         """(records, number of dropped rows)."""
+        try:
+            return self._read(_existing(root / self.file))
+        except UnicodeDecodeError as e:
+            raise DataError(undecodable(e, root / self.file)) from None
+
+    def _read(self, path: Path) -> tuple[list[Record], int]:
         records, dropped = [], 0
-        for r in self.rows(_existing(root / self.file)):
+        for r in self.rows(path):
             label = r.get("label")
             if label is not None and label in self.drop_labels:
                 dropped += 1
@@ -130,12 +151,19 @@ class TsvSource(ColumnSource):
 
     def rows(self, path: Path) -> Iterator[Record]:
         needed = max(c + 1 if c >= 0 else -c for c in self.column_names())
+        width = None  # every row has the header's number of columns (or, without one, the first row's)
         with open(path, encoding="utf-8-sig", newline="") as f:
             for lineno, row in enumerate(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE), start=1):
-                if lineno == 1 and self.header:
-                    continue
-                if len(row) < needed:
-                    raise DataError(f"{path}:{lineno}: expected at least {needed} tab-separated columns, got {len(row)}")
+                if width is None:
+                    width = len(row)
+                    if width < needed:
+                        raise DataError(f"{path}:{lineno}: expected at least {needed} tab-separated columns, got {width}")
+                    if self.header:
+                        continue
+                if len(row) != width:
+                    first = "the header" if self.header else "line 1"
+                    raise DataError(f"{path}:{lineno}: {len(row)} tab-separated columns where {first} has {width} "
+                                    "(a tab or a line break inside a text field?)")  # fmt: skip
                 yield self.record(row.__getitem__, f"{path}:{lineno}")
 
 
@@ -320,6 +348,7 @@ class TaskSpec:
     truncate: str = "text"  # the field shortened when an example exceeds the context
     groups: tuple[str, ...] = ()  # sub-populations scored separately as well (RACE-m, RACE-h)
     hub: HubSource | None = None
+    score_range: tuple[float, float] = (-math.inf, math.inf)  # regression: the scores allowed (finite)
 
     def __post_init__(self) -> None:
         if self.transformation not in TRANSFORMATION_FIELDS:
@@ -343,10 +372,14 @@ class TaskSpec:
     def label_value(self, raw, where: str) -> int | float:
         """Class index (or float score for regression) of a raw label, with a clear error."""
         if self.labels is None:
+            lo, hi = self.score_range
             try:
-                return float(raw)
+                score = float(raw)
             except (TypeError, ValueError):
-                raise DataError(f"{where}: expected a numeric score, got {raw!r}") from None
+                score = math.nan
+            if not lo <= score <= hi:  # also false for nan
+                raise DataError(f"{where}: expected a numeric score in [{lo:g}, {hi:g}], got {raw!r}")
+            return score
         if raw not in self.labels:
             raise DataError(f"{where}: unknown label {raw!r} (expected one of {list(self.labels)})")
         return self.labels.index(raw)

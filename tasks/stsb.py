@@ -13,4 +13,5 @@ SPEC = TaskSpec(
     # index genre filename year old_index source1 source2 sentence1 sentence2 score
     splits=glue_splits({"text_a": 7, "text_b": 8}, label=9),
     hub=glue_hub("stsb", {"text_a": "sentence1", "text_b": "sentence2"}),
+    score_range=(0.0, 5.0),
 )

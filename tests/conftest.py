@@ -46,7 +46,7 @@ def tiny_overrides(runs: Path, corpus: Path, cache: Path, name: str = "tiny") ->
         "corpus.val_books=1", "corpus.max_bytes=400000",
         "pretrain.max_steps=12", "pretrain.batch_size=8", "pretrain.lr=3e-3", "pretrain.warmup_steps=2",
         "pretrain.val_every_n_steps=6", "pretrain.val_windows=8", "pretrain.checkpoint_every_n_steps=4",
-        "pretrain.log_every_n_steps=2",
+        "pretrain.log_every_n_steps=2", "pretrain.keep_steps=[0,4,12]", "lstm.n_hidden=48",
         "finetune.batch_size=16", "finetune.epochs=2", "finetune.max_train_examples=96",
         "finetune.max_eval_examples=64", "finetune.lr=1e-3",
     ]  # fmt: skip

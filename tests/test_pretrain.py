@@ -85,12 +85,25 @@ def test_resume_after_a_crash_is_exact(tmp_path, tiny_corpus, cache_dir, monkeyp
         assert torch.equal(a[key], b[key]), key
     ma, mb = (json.loads((pretrain_dir(c) / "metrics.json").read_text()) for c in (straight, crashed))
     assert ma["val_loss"] == mb["val_loss"]
+    # keep_steps=[0,4,12]: the snapshots of both runs are the same models; the last is the export;
+    # of the periodic checkpoints only the newest is kept (plus its last.ckpt link).
+    for c in (straight, crashed):
+        assert sorted(p.name for p in (pretrain_dir(c) / "snapshots").iterdir()) == ["step0", "step12", "step4"]
+        assert sorted(p.name for p in (pretrain_dir(c) / "checkpoints").glob("step*.ckpt")) == ["step12.ckpt"]
+    for step in (0, 4, 12):
+        sa, sb = (load_file(pretrain_dir(c) / "snapshots" / f"step{step}" / "model.safetensors") for c in (straight, crashed))
+        assert all(torch.equal(sa[k], sb[k]) for k in sa), step
+    final = load_file(pretrain_dir(straight) / "snapshots" / "step12" / "model.safetensors")
+    assert all(torch.equal(final[k], a[k]) for k in a)
+    first = load_file(pretrain_dir(straight) / "snapshots" / "step0" / "model.safetensors")
+    assert not torch.equal(first["transformer.h.0.attn.c_attn.weight"], a["transformer.h.0.attn.c_attn.weight"])
+    assert (pretrain_dir(straight) / "snapshots" / "step0" / "tokenizer" / "tokenizer.json").is_file()
 
 
 def test_a_changed_setting_is_a_different_pretraining(tmp_path, tiny_corpus, cache_dir, capsys):
     """Run identity: `pretrain model.n_layer=1` after the 2-layer run is a new run, not 'complete';
     runs/<name>/pretrain/model names the latest finished one; the same settings are reused."""
-    base = tiny_overrides(tmp_path, tiny_corpus, cache_dir) + ["pretrain.max_steps=4"]
+    base = tiny_overrides(tmp_path, tiny_corpus, cache_dir) + ["pretrain.max_steps=4", "pretrain.keep_steps=null"]
     two = load_config("smoke", base)
     one = load_config("smoke", base + ["model.n_layer=1"])
     assert pretrain_dir(one) != pretrain_dir(two) and pretrain_dir(one).parent == pretrain_dir(two).parent

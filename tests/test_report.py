@@ -222,6 +222,10 @@ def test_table5_rows_mnli_mean_and_average_over_shared_columns(tmp_path):
     assert dict(zip(header, md_row(md, "Table 5 — ablations", "paper: Transformer w/o pre-training")))["Avg"] == "59.9"
     assert dict(zip(header, md_row(md, "Table 5 — ablations", "ours (lstm)")))["Avg"] == "— (no column)"
     assert (tmp_path / "figures" / "table5_ablations.png").is_file()
+    claims = {c["id"]: c for c in json.loads((tmp_path / "leaderboard.json").read_text())["claims"]}
+    assert claims["pretraining"]["verdict"] == "shown" and claims["lstm"]["verdict"] == "not tested"
+    assert ("| Pre-training helps every task (Table 5: full vs no pre-training) | shown | full beats no pre-training "
+            "on 2 of 2 columns present: CoLA 40.0 vs 10.0 (+30.0); MNLI 75.0 vs 61.0 (+14.0)") in md
 
 
 def test_figure2_from_its_json(results):
@@ -230,9 +234,11 @@ def test_figure2_from_its_json(results):
                    for n, s in [(0, 0.40), (4, 0.50)]],
         "zero_shot": [{"model": "transformer", "task": "sst2", "step": 100, "score": 0.7160},
                       {"model": "transformer", "task": "dprd", "step": 100, "score": 0.55}],
+        "notes": ["rte stands in for mnli, whose data is absent here"],
     }))  # fmt: skip
     write_report(results)
     md = (results / "leaderboard.md").read_text()
+    assert "- rte stands in for mnli, whose data is absent here" in md
     assert md_row(md, "Figure 2", "4") == ["50.0", "55.0"]
     assert md_row(md, "Figure 2", "100") == ["raw 55.0%", "0.50"]  # dprd, then sst2: (71.6 - 50) / (93.2 - 50)
     assert (results / "figures" / "figure2.png").is_file()

@@ -33,7 +33,7 @@ def test_paper_tables_expand_into_runs():
         assert list(overrides) == paper_rows[variant], variant
     scratch = expand(ablations, "smoke", [], tasks=["rte"], variants=["no_pretraining"])[0].config()
     assert scratch.finetune.init == "none" and scratch.finetune.lm_coef == 0.5
-    with pytest.raises(ConfigError, match="is a sweep table, not a preset"):
+    with pytest.raises(ConfigError, match="is a sweep file, not a preset"):
         load_config("table4_glue")
     with pytest.raises(ConfigError, match=r"\['wnli'\] are not tasks or variants"):
         expand(table, "smoke", [], tasks=["wnli"])

@@ -168,14 +168,19 @@ def test_loaders_of_splits_absent_here_on_files_in_the_original_format(tmp_path)
     assert race[0]["choices"] == ["a cat", "a dog", "a fish", "a bird"]
 
 
+STSB_HEADER = "\t".join(["h"] * 10) + "\n"
+
+
 @pytest.mark.parametrize(
     "task, path, content, message",
     [
         ("sst2", "glue/SST-2/train.tsv", "sentence\tlabel\ngood movie\t1\nno label column here\n",
-         r"train.tsv:3: expected at least 2 tab-separated columns, got 1"),
+         r"train.tsv:3: 1 tab-separated columns where the header has 2"),
+        ("sst2", "glue/SST-2/train.tsv", "sentence\n", r"train.tsv:1: expected at least 2 tab-separated columns, got 1"),
         ("sst2", "glue/SST-2/train.tsv", "sentence\tlabel\ngood movie\tpositive\n", r"train.tsv:2: unknown label 'positive'"),
         ("sst2", "glue/SST-2/train.tsv", "sentence\tlabel\n\t1\n", r"train.tsv:2: empty 'text'"),
-        ("stsb", "glue/STS-B/train.tsv", "h\n" + "\t".join(["x"] * 9) + "\thigh\n", r"train.tsv:2: expected a numeric score, got 'high'"),
+        ("stsb", "glue/STS-B/train.tsv", STSB_HEADER + "\t".join(["x"] * 9) + "\thigh\n",
+         r"train.tsv:2: expected a numeric score in \[0, 5\], got 'high'"),
         ("race", "race/RACE/train/middle/1.txt", "not json", r"1.txt: not a RACE JSON passage"),
         ("race", "race/RACE/train/high/1.txt", '{"article": "a"}', r"1.txt: expected keys article, questions"),
         ("dprd", "dprd/train.c.txt", "A sentence.\nit\nx,y\n", r"train.c.txt:1: expected a block of 4 lines, got 3"),
@@ -249,6 +254,18 @@ def test_metrics_equal_sklearn_and_scipy(name):
         metric = make_metric(name, classes)
         metric.update(torch.tensor(preds), torch.tensor(target))
     assert metric.compute().item() == pytest.approx(expected, abs=1e-5)
+
+
+def test_matthews_of_a_one_class_predictor_is_zero():
+    """GLUE's (scikit-learn's) definition; torchmetrics' own MatthewsCorrCoef gives 0.038 here."""
+    target = torch.tensor([1] * 69 + [0] * 31)
+    for preds in (torch.ones(100, dtype=torch.long), torch.zeros(100, dtype=torch.long)):
+        metric = make_metric("matthews", 2)
+        metric.update(preds, target)
+        assert metric.compute().item() == 0.0
+    metric = make_metric("matthews", 2)
+    metric.update(target, target)
+    assert metric.compute().item() == pytest.approx(1.0)
 
 
 def test_data_command_prints_counts(capsys):

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
+from gptbench.errors import CorpusError
 from gptbench.io import default_cache_dir
 from gptbench.data.tokenizer import Tokenizer
 from gptbench.data.sampling import attached_context, private_generator
@@ -73,7 +74,8 @@ def split_books(root: Path, val_books: int, max_bytes: int | None) -> BookSplit:
     until ``max_bytes`` (whole books only, at least one)."""
     books = sorted(root.rglob("*.txt"))
     if len(books) <= val_books:
-        raise ValueError(f"corpus.path={root}: found {len(books)} .txt books, need more than val_books={val_books}")
+        raise CorpusError(f"corpus.path={root}: found {len(books)} .txt books, need more than "
+                          f"corpus.val_books={val_books} (at least one training book)")  # fmt: skip
     order = sorted(books, key=lambda p: hashlib.sha1(p.relative_to(root).as_posix().encode()).hexdigest())
     val, train = order[:val_books], order[val_books:]
     if max_bytes is not None:
@@ -84,7 +86,25 @@ def split_books(root: Path, val_books: int, max_bytes: int | None) -> BookSplit:
             taken.append(p)
             total += p.stat().st_size
         train = taken
+    check_books_are_text([*val, *train])
     return BookSplit(train=sorted(train), val=sorted(val))
+
+
+def check_books_are_text(books: list[Path], max_bad_fraction: float = 0.001) -> None:
+    """Refuse files named .txt that are not text: NUL bytes (binary files), or more than
+    ``max_bad_fraction`` of bytes that are not UTF-8 (a few stray bytes are replaced)."""
+    bad = []
+    for path in books:
+        data = path.read_bytes()
+        if b"\x00" in data:
+            bad.append(f"{path} (binary: NUL bytes)")
+            continue
+        replaced = data.decode("utf-8", errors="replace").count("\ufffd") - data.decode("utf-8", errors="ignore").count("\ufffd")
+        if replaced > max_bad_fraction * max(len(data), 1):
+            bad.append(f"{path} ({replaced:,} of {len(data):,} bytes are not UTF-8)")
+    if bad:
+        raise CorpusError(f"{len(bad)} corpus file(s) are not UTF-8 text: {'; '.join(bad[:5])}"
+                          f"{'; ...' if len(bad) > 5 else ''}; remove them or convert them to UTF-8")  # fmt: skip
 
 
 def _fingerprint(books: BookSplit, tokenizer: Tokenizer) -> str:

@@ -46,6 +46,10 @@ def format_summary(spec: TaskSpec, summaries: list[SplitSummary], source: str) -
         if s.examples is None:
             lines.append(f"  {s.split:<16} absent ({s.missing})")
             continue
+        if s.examples == 0:
+            detail = "empty: the file holds no examples" + (f" ({s.dropped:,} rows dropped)" if s.dropped else "")
+            lines.append(f"  {s.split:<16} {0:>8}  {detail}")
+            continue
         if s.labels:
             detail = "  ".join(f"{name}: {n:,}" for name, n in s.labels.items())
         elif s.score_range:

@@ -9,6 +9,7 @@ from gptbench.config import ExperimentConfig, require_dir
 from gptbench.data.corpus import book_text, split_books, text_chunks
 from gptbench.run_identity import record_settings, tokenizer_dir, tokenizer_settings
 from gptbench.data.tokenizer import Tokenizer
+from gptbench.errors import CorpusError
 
 
 def build_tokenizer(cfg: ExperimentConfig, corpus_root: Path | None) -> Tokenizer:
@@ -25,7 +26,14 @@ def build_tokenizer(cfg: ExperimentConfig, corpus_root: Path | None) -> Tokenize
         if size >= t.train_bytes:
             break
     chunks = [c for text in texts for c in text_chunks(text)]
-    return Tokenizer.train(chunks, vocab_size=t.vocab_size)
+    tokenizer = Tokenizer.train(chunks, vocab_size=t.vocab_size)
+    if tokenizer.vocab_size < t.vocab_size:
+        raise CorpusError(
+            f"tokenizer.vocab_size={t.vocab_size} was asked, but {size:,} characters of {len(texts)} training "
+            f"book(s) under {corpus_root} yield only {tokenizer.vocab_size} BPE tokens; add books, raise "
+            "tokenizer.train_bytes, or lower tokenizer.vocab_size"
+        )
+    return tokenizer
 
 
 def run_tokenizer(cfg: ExperimentConfig) -> Tokenizer:

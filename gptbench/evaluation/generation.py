@@ -1,4 +1,4 @@
-"""Text from a GPT: incremental decoding with the model's key/value cache.
+"""Text from a GPT (or the LSTM): incremental decoding with the model's key/value cache (the LSTM's state).
 
 Only the BPE vocabulary is ever produced (the task tokens are never sampled). A private
 ``torch.Generator`` drives sampling, so generating never moves the global RNG that dropout
@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import torch
 
-from gptbench.models.gpt import GPT
+from gptbench.models import LanguageModel
 
 
 @torch.no_grad()
-def sample(model: GPT, prompt: list[int], max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
+def sample(model: LanguageModel, prompt: list[int], max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
            generator: torch.Generator | None = None) -> list[int]:  # fmt: skip
     """Continue ``prompt`` (token ids) by up to ``max_new_tokens`` tokens; stops at the context
     length n_ctx. temperature 0 is greedy. Returns the new ids only."""

@@ -1,4 +1,5 @@
-"""Zero-shot heuristics of the GPT-1 paper (Section 5, Figure 2 right) for any GPT + Tokenizer.
+"""Zero-shot heuristics of the GPT-1 paper (Section 5, Figure 2 right) for any network (GPT or
+the LSTM) + Tokenizer.
 
 Every heuristic scores text with the language model alone (no fine-tuning). A scored sequence is
 ``[start] + prefix + continuation``; the model conditions on the start token and the prefix and
@@ -22,7 +23,7 @@ we read the log-probabilities of the continuation's tokens (natural log, float32
 
 Shared prefixes: the candidates of a RACE question (and SST-2's two words) share
 ``[start] + prefix``; :func:`continuation_logprobs` runs the prefix once (batch 1), expands its
-key/value states to the number of candidates and runs only the right-padded continuations with an
+key/value states (the LSTM: its (h, c) state) to the number of candidates and runs only the right-padded continuations with an
 attention mask of shape (B, T_past + T). :func:`continuation_logprobs_naive` runs one full
 sequence per candidate instead; both give the same scores (to float rounding, < 1e-4).
 
@@ -48,7 +49,7 @@ import torch.nn.functional as F
 
 from gptbench.config import ConfigError
 from gptbench.data.tokenizer import Tokenizer
-from gptbench.models.gpt import GPT
+from gptbench.models import LanguageModel, load_pretrained
 
 ZERO_SHOT_TASKS = ("sst2", "cola", "race", "dprd")
 EVAL_SPLIT = {"sst2": "dev", "cola": "dev", "race": "dev", "dprd": "test"}
@@ -56,7 +57,7 @@ METRIC = {"sst2": "accuracy", "cola": "matthews", "race": "accuracy", "dprd": "a
 
 
 # ---- scoring primitives ----------------------------------------------------------------------
-def _device(model: GPT) -> torch.device:
+def _device(model: LanguageModel) -> torch.device:
     return next(model.parameters()).device
 
 
@@ -75,7 +76,7 @@ def fit_context(prefix: list[int], conts: list[list[int]], n_ctx: int, keep_head
 
 
 @torch.no_grad()
-def continuation_logprobs(model: GPT, prefix: list[int], conts: list[list[int]]) -> list[np.ndarray]:
+def continuation_logprobs(model: LanguageModel, prefix: list[int], conts: list[list[int]]) -> list[np.ndarray]:
     """Log-probabilities of each continuation's tokens after ``prefix`` (>= 1 token), computing
     the prefix once and reusing its key/value states for every continuation."""
     assert prefix, "the prefix needs at least one token (the start token)"
@@ -98,8 +99,7 @@ def continuation_logprobs(model: GPT, prefix: list[int], conts: list[list[int]])
             c = conts[i][:-1]
             ids[b, : len(c)] = torch.tensor(c, device=dev)
             mask[b, P : P + len(c)] = 1
-        expanded = tuple((k.expand(B, -1, -1, -1), v.expand(B, -1, -1, -1)) for k, v in past)
-        h, _ = model(ids, attention_mask=mask, past_key_values=expanded)  # (B, L, C)
+        h, _ = model(ids, attention_mask=mask, past_key_values=model.expand_past(past, B))  # (B, L, C)
         rest = F.log_softmax(model.lm_head(h).float(), dim=-1)  # (B, L, V)
     for b, i in enumerate(live):
         c = conts[i]
@@ -113,7 +113,7 @@ def continuation_logprobs(model: GPT, prefix: list[int], conts: list[list[int]])
 
 @torch.no_grad()
 def continuation_logprobs_naive(
-    model: GPT, pairs: list[tuple[list[int], list[int]]], batch_size: int = 32
+    model: LanguageModel, pairs: list[tuple[list[int], list[int]]], batch_size: int = 32
 ) -> list[np.ndarray]:
     """Log-probabilities of each continuation's tokens after its own prefix, one full sequence
     ``prefix + continuation`` per pair (right-padded batches, nothing shared)."""
@@ -248,10 +248,13 @@ def normalised_score(task: str, score: float, paper: dict | None = None) -> floa
 
 
 def _read(task: str, split: str, data_root, max_examples):
+    """A split's records; with ``max_examples``, a fixed random subset (seed 0, in file order),
+    drawn like fine-tuning's evaluation subsets, so RACE's keeps both middle and high."""
+    from gptbench.data.task_data import random_subset
     from gptbench.tasks import get_task
 
     records, _ = get_task(task).read(split, Path(data_root) if data_root else None)
-    return records[:max_examples] if max_examples else records
+    return random_subset(records, max_examples, 0) if max_examples else records
 
 
 @torch.no_grad()
@@ -296,7 +299,7 @@ def evaluate_zero_shot(model, tokenizer, tasks=ZERO_SHOT_TASKS, data_root=None, 
     return {t: evaluate_task(model, tokenizer, t, data_root, max_examples) for t in tasks}
 
 
-def load_model_and_tokenizer(path, gpt1_dir=None, device: str | None = None) -> tuple[GPT, Tokenizer]:
+def load_model_and_tokenizer(path, gpt1_dir=None, device: str | None = None) -> tuple[LanguageModel, Tokenizer]:
     """A checkpoint (gptbench export dir, .ckpt, HF openai-gpt dir, OpenAI .npy dir) and its
     tokenizer: ``tokenizer/`` beside or inside it, else GPT-1's 40k BPE from ``gpt1_dir``."""
     path = Path(path)
@@ -310,7 +313,7 @@ def load_model_and_tokenizer(path, gpt1_dir=None, device: str | None = None) -> 
         tokenizer = Tokenizer.gpt1(g / "encoder_bpe_40000.json", g / "vocab_40000.bpe")
     else:
         raise ConfigError(f"{path}: no tokenizer/ beside the weights; pass gpt1_dir=PATH for GPT-1 weights")
-    model = GPT.from_pretrained(path, embd_pdrop=0.0, attn_pdrop=0.0, resid_pdrop=0.0)
+    model = load_pretrained(path, dropout={"embd_pdrop": 0.0, "attn_pdrop": 0.0, "resid_pdrop": 0.0})
     if model.config.vocab_size != tokenizer.vocab_size:
         raise ConfigError(f"{path}: model vocabulary {model.config.vocab_size} != tokenizer vocabulary {tokenizer.vocab_size}")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")

@@ -12,7 +12,7 @@ Transformers' Conv1D layers store weights as (in, out); ``nn.Linear`` stores (ou
 from __future__ import annotations
 
 import json
-from dataclasses import fields
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +20,9 @@ import torch
 
 from gptbench.io import atomic_write_json
 from gptbench.models.gpt import GPT, GPTConfig
+from gptbench.models.lstm import LSTMConfig, LSTMLM
+
+LSTM_MODEL_TYPE = "gptbench-lstm"
 
 _CONV1D = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
 _LAYER_KEYS = (
@@ -33,33 +36,69 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be loaded into the requested model."""
 
 
-def load_pretrained(path: str | Path, **overrides) -> GPT:
-    """Dispatch on what ``path`` holds; ``overrides`` set GPTConfig fields (e.g. dropout)."""
+def load_pretrained(path: str | Path, dropout: dict | None = None, **overrides):
+    """Dispatch on what ``path`` holds: a GPT, or an LSTMLM for gptbench's LSTM exports and
+    checkpoints. ``dropout``: ``*_pdrop`` values, each network taking those it has; ``overrides``
+    set other config fields."""
     path = Path(path)
     if path.is_file() and path.suffix == ".ckpt":
-        return _load_lightning_ckpt(path, overrides)
+        return _load_lightning_ckpt(path, dropout or {}, overrides)
     if (path / "config.json").is_file():
-        return _load_hf_dir(path, overrides)
+        if _read_config_json(path).get("model_type") == LSTM_MODEL_TYPE:
+            return _load_lstm_dir(path, dropout or {}, overrides)
+        return _load_hf_dir(path, {**(dropout or {}), **overrides})
     if (path / "params_shapes.json").is_file():
-        return _load_openai_npy(path, overrides)
+        return _load_openai_npy(path, {**(dropout or {}), **overrides})
     raise CheckpointError(
         f"{path}: not a recognised checkpoint (expected a Hugging Face directory with config.json, "
         "OpenAI's model/ directory with params_shapes.json, or a gptbench .ckpt file)"
     )
 
 
-# ---- Hugging Face format -------------------------------------------------------------------
-def save_pretrained(model: GPT, directory: str | Path) -> None:
-    """Write config.json + model.safetensors loadable by transformers.OpenAIGPTLMHeadModel."""
-    from safetensors.torch import save_file
+def load_gpt(path: str | Path, **overrides) -> GPT:
+    """``GPT.from_pretrained``: like :func:`load_pretrained`, for checkpoints that hold a GPT."""
+    model = load_pretrained(path, **overrides)
+    if not isinstance(model, GPT):
+        raise CheckpointError(f"{path}: holds a {type(model).__name__}, not a GPT; load it with "
+                              "gptbench.models.load_pretrained")  # fmt: skip
+    return model
 
+
+def _read_config_json(path: Path) -> dict:
+    try:
+        cfg = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path}/config.json: not a readable JSON file ({e})") from None
+    if not isinstance(cfg, dict):
+        raise CheckpointError(f"{path}/config.json: expected a JSON object")
+    return cfg
+
+
+def _config_with(config_cls, values: dict, dropout: dict, overrides: dict, source: str):
+    """``config_cls`` from recorded ``values``, the dropout fields it has, and ``overrides``."""
+    known = {f.name for f in fields(config_cls)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise CheckpointError(f"{source}: {unknown} are not fields of {config_cls.__name__}")
+    try:
+        return config_cls(**{**{k: v for k, v in values.items() if k in known},
+                             **{k: v for k, v in dropout.items() if k in known}, **overrides})  # fmt: skip
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{source}: {e}") from None
+
+
+# ---- Hugging Face format -------------------------------------------------------------------
+def save_pretrained(model, directory: str | Path) -> None:
+    """A GPT: config.json + model.safetensors loadable by transformers.OpenAIGPTLMHeadModel.
+    An LSTMLM: the same two files in gptbench's own format (``model_type`` gptbench-lstm)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    if isinstance(model, LSTMLM):
+        _write_safetensors(model.state_dict(), directory)
+        atomic_write_json(directory / "config.json", {"model_type": LSTM_MODEL_TYPE, **asdict(model.config)})
+        return
     c = model.config
-    state = {f"transformer.{k}": _swap_conv1d(k, v) for k, v in model.state_dict().items()}
-    tmp = directory / ".model.safetensors.tmp"
-    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp), metadata={"format": "pt"})
-    tmp.replace(directory / "model.safetensors")
+    _write_safetensors({f"transformer.{k}": _swap_conv1d(k, v) for k, v in model.state_dict().items()}, directory)
     atomic_write_json(
         directory / "config.json",
         {
@@ -82,13 +121,38 @@ def save_pretrained(model: GPT, directory: str | Path) -> None:
     )
 
 
+def _write_safetensors(state: dict[str, torch.Tensor], directory: Path) -> None:
+    from safetensors.torch import save_file
+
+    tmp = directory / ".model.safetensors.tmp"
+    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp), metadata={"format": "pt"})
+    tmp.replace(directory / "model.safetensors")
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    for name in ("model.safetensors", "pytorch_model.bin"):
+        file = path / name
+        if not file.is_file():
+            continue
+        try:
+            if name == "model.safetensors":
+                from safetensors.torch import load_file
+
+                return load_file(str(file))
+            return torch.load(file, map_location="cpu", weights_only=True)
+        except Exception as e:  # truncated or corrupt weights
+            raise CheckpointError(f"{file}: unreadable weights ({type(e).__name__}: "
+                                  f"{str(e).splitlines()[0] if str(e) else 'no detail'})") from None  # fmt: skip
+    raise CheckpointError(f"{path}: no model.safetensors or pytorch_model.bin")
+
+
 def _swap_conv1d(key: str, value: torch.Tensor) -> torch.Tensor:
     """Conv1D (in, out) <-> Linear (out, in); the transpose is its own inverse."""
     return value.t() if key.endswith(".weight") and any(m in key for m in _CONV1D) else value
 
 
 def _load_hf_dir(path: Path, overrides: dict) -> GPT:
-    cfg = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    cfg = _read_config_json(path)
     if cfg.get("afn", "gelu") != "gelu":
         raise CheckpointError(f"{path}/config.json: afn={cfg['afn']!r}, only 'gelu' is supported")
     ours = cfg.get("gptbench")
@@ -109,18 +173,12 @@ def _load_hf_dir(path: Path, overrides: dict) -> GPT:
         )
     except KeyError as e:
         raise CheckpointError(f"{path}/config.json: missing key {e.args[0]!r}") from None
-    if (path / "model.safetensors").is_file():
-        from safetensors.torch import load_file
-
-        raw = load_file(str(path / "model.safetensors"))
-    elif (path / "pytorch_model.bin").is_file():
-        raw = torch.load(path / "pytorch_model.bin", map_location="cpu", weights_only=True)
-    else:
-        raise CheckpointError(f"{path}: no model.safetensors or pytorch_model.bin")
+    config = _config_with(GPTConfig, config_kwargs, {}, overrides, f"{path}/config.json")
+    raw = _read_safetensors(path)
     # Checkpoints of OpenAIGPTLMHeadModel prefix 'transformer.'; those of OpenAIGPTModel do not.
     state = {k.removeprefix("transformer."): v for k, v in raw.items() if k != "lm_head.weight"}
     state = {k: _swap_conv1d(k, v) for k, v in state.items()}
-    return _build(GPTConfig(**{**config_kwargs, **overrides}), state, source=str(path))
+    return _build(config, state, source=str(path))
 
 
 # ---- OpenAI's released .npy shards ---------------------------------------------------------
@@ -151,27 +209,41 @@ def _load_openai_npy(path: Path, overrides: dict) -> GPT:
             t = t[0].t()
         state[name] = t
     n_ctx, n_embd = shapes[0]
-    config = GPTConfig(
-        **{
-            "vocab_size": shapes[1][0],
-            "n_ctx": n_ctx,
-            "n_embd": n_embd,
-            "n_layer": len(names[2:]) // len(_LAYER_KEYS),
-            **overrides,  # n_head is not recorded in the shapes; the paper's 12 is the default
-        }
-    )
+    recorded = {"vocab_size": shapes[1][0], "n_ctx": n_ctx, "n_embd": n_embd, "n_layer": len(names[2:]) // len(_LAYER_KEYS)}
+    # n_head is not recorded in the shapes; the paper's 12 is the default
+    config = _config_with(GPTConfig, recorded, {}, overrides, f"{path}/params_shapes.json")
     return _build(config, state, source=str(path))
 
 
 # ---- gptbench Lightning checkpoints ---------------------------------------------------------
-def _load_lightning_ckpt(path: Path, overrides: dict) -> GPT:
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    if "gpt_config" not in ckpt or "state_dict" not in ckpt:
-        raise CheckpointError(f"{path}: not a gptbench checkpoint (no 'gpt_config'/'state_dict')")
-    known = {f.name for f in fields(GPTConfig)}
-    config = GPTConfig(**{**{k: v for k, v in ckpt["gpt_config"].items() if k in known}, **overrides})
+def _load_lightning_ckpt(path: Path, dropout: dict, overrides: dict):
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated, not a torch file, or holding objects that are not plain data
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0] if str(e) else 'no detail'})") from None  # fmt: skip
+    spec = ckpt.get("model_config") or ckpt.get("gpt_config") if isinstance(ckpt, dict) else None
+    if not isinstance(spec, dict) or "state_dict" not in ckpt:
+        raise CheckpointError(f"{path}: not a gptbench checkpoint (no 'model_config'/'state_dict')")
     state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
-    return _build(config, state, source=str(path))
+    if spec.get("arch") == "lstm":
+        return _build_lstm(_config_with(LSTMConfig, spec, dropout, overrides, str(path)), state, str(path))
+    return _build(_config_with(GPTConfig, spec, dropout, overrides, str(path)), state, source=str(path))
+
+
+# ---- gptbench's LSTM -------------------------------------------------------------------------
+def _load_lstm_dir(path: Path, dropout: dict, overrides: dict) -> LSTMLM:
+    config = _config_with(LSTMConfig, _read_config_json(path), dropout, overrides, f"{path}/config.json")
+    return _build_lstm(config, _read_safetensors(path), str(path))
+
+
+def _build_lstm(config: LSTMConfig, state: dict[str, torch.Tensor], source: str) -> LSTMLM:
+    model = LSTMLM(config)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise CheckpointError(f"{source}: checkpoint does not match {config}: {str(e).splitlines()[0]}") from None
+    return model
 
 
 # ---- shared ----------------------------------------------------------------------------------

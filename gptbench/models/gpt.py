@@ -246,15 +246,20 @@ class GPT(nn.Module):
     def from_pretrained(cls, path, **overrides) -> "GPT":
         """Load a Hugging Face ``openai-gpt`` directory, OpenAI's released ``model/`` directory
         (params_*.npy + params_shapes.json) or a gptbench checkpoint (directory or .ckpt)."""
-        from gptbench.models.checkpoints import load_pretrained
+        from gptbench.models.checkpoints import load_gpt
 
-        return load_pretrained(path, **overrides)
+        return load_gpt(path, **overrides)
 
     def save_pretrained(self, directory) -> None:
         """Write the Hugging Face format (config.json + model.safetensors)."""
         from gptbench.models.checkpoints import save_pretrained
 
         save_pretrained(self, directory)
+
+    @staticmethod
+    def expand_past(past: PastKeyValues, batch: int) -> PastKeyValues:
+        """A batch-1 prefix's key/value states repeated (as views) for ``batch`` continuations."""
+        return tuple((k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1)) for k, v in past)
 
     def reinit_blocks_from(self, first: int) -> None:
         """Randomly re-initialise blocks ``first..n_layer-1``: transfer only the embeddings and the
@@ -268,6 +273,3 @@ class GPT(nn.Module):
         v = self.config.vocab_size
         with torch.no_grad():
             self.tokens_embed.weight[v:].normal_(0.0, self.config.initializer_range)
-
-
-

@@ -8,10 +8,12 @@ optional but the directory::
     provenance.json        {"preset", "model", "parameters", "tokenizer", "corpus", "pretrain",
                             "git_commit", "machine", "wall_seconds"}: shown as far as present
     pretrain_curve.csv     step,train_loss,val_loss,val_ppl (val_* empty on rows without validation)
+    pretrain_curve_lstm.csv the same for the LSTM of Table 5, if it was pre-trained
     runs/<table>/<task>/<variant>/seed<N>.json
                            one fine-tuning run, "status" done | failed | unavailable; <table> is a
                            table id of results/paper.yaml, <variant> "full" or a Table 5 variant
-    figure2.json           {"layers": [...], "zero_shot": [...]}, see load_figure2
+    figure2.json           {"layers": [...], "zero_shot": [...], "notes": [...]}, see load_figure2
+                           (written by gptbench.suite.figure2 from the Figure 2 sweeps' files)
 
 Our metrics are fractions; every number shown, and every number in the JSON and CSV, is in percent
 like the paper's. A cell is the median over seeds. The same inputs give byte-identical Markdown,
@@ -35,6 +37,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from gptbench.io import atomic_write_bytes, atomic_write_text
+from gptbench.suite.claims import check_claims
 from gptbench.suite.paper import load_paper_numbers
 
 STATUSES = ("done", "failed", "unavailable")
@@ -100,9 +103,13 @@ def load_provenance(results_dir: Path) -> dict | None:
     return data
 
 
-def load_pretrain_curve(results_dir: Path) -> list[dict] | None:
-    """pretrain_curve.csv as rows of floats (None where a value is empty), or None if absent."""
-    path = results_dir / "pretrain_curve.csv"
+CURVE_FILES = {"transformer": "pretrain_curve.csv", "lstm": "pretrain_curve_lstm.csv"}
+
+
+def load_pretrain_curve(results_dir: Path, name: str = "pretrain_curve.csv") -> list[dict] | None:
+    """A pre-training curve file (``CURVE_FILES``) as rows of floats (None where a value is
+    empty), or None if absent."""
+    path = results_dir / name
     if not path.is_file():
         return None
     try:
@@ -139,7 +146,7 @@ def load_figure2(results_dir: Path, zero_shot_sota: dict) -> dict | None:
             raise ValueError(f"{path}: {key!r} must be a list of objects with {list(fields)}")
     layers = [
         {"task": p["task"], "split": p["split"], "n_layers": p["n_layers"], "score": percent(p["score"]),
-         "train_score": percent(p.get("train_score"))}
+         "train_score": percent(p.get("train_score")), "seeds": p.get("seeds")}
         for p in data.get("layers", [])
     ]  # fmt: skip
     zero_shot = []
@@ -150,9 +157,13 @@ def load_figure2(results_dir: Path, zero_shot_sota: dict) -> dict | None:
             normalised = round((score - sota["random_baseline"]) / (sota["sota"] - sota["random_baseline"]), 4)
         zero_shot.append({"model": p["model"], "task": p["task"], "step": p["step"], "score": score,
                           "normalised": normalised})  # fmt: skip
+    notes = data.get("notes", [])
+    if not isinstance(notes, list) or not all(isinstance(n, str) for n in notes):
+        raise ValueError(f"{path}: 'notes' must be a list of strings")
     return {
         "layers": sorted(layers, key=lambda p: (p["task"], p["split"], p["n_layers"])),
         "zero_shot": sorted(zero_shot, key=lambda p: (p["model"], p["task"], p["step"])),
+        "notes": notes,
     }
 
 
@@ -263,6 +274,7 @@ def run_cell(table_id: str, column: dict, variant: str, runs: list[Run], paper: 
         "max": percent(max(values)) if values else None,
         "last_epoch_median": percent(statistics.median(last)) if last else None,
         "paper": paper, "paper_split": column["paper_split"], "same_split_as_paper": column["same_split_as_paper"],
+        "train_examples": train_examples([r for r, _ in scored]),
         "selection": sorted({(r.data.get("selection") or {}).get("protocol") or "unrecorded" for r, _ in scored}),
         "flags": {symbol: sorted(texts) for symbol, texts in sorted(flags.items())},
         "problems": group_problems(problems),
@@ -275,6 +287,13 @@ def run_cell(table_id: str, column: dict, variant: str, runs: list[Run], paper: 
     cell["status"] = "done" if values else "+".join(kinds)
     cell["diff"] = round(cell["median"] - paper, 4) if values and paper is not None else None
     return cell
+
+
+def train_examples(runs: list[Run]) -> int | None:
+    """The median number of training examples of the runs (as their results.json record it)."""
+    sizes = [((r.data.get("splits") or {}).get("train") or {}).get("examples") for r in runs]
+    sizes = [n for n in sizes if isinstance(n, int)]
+    return int(statistics.median(sizes)) if sizes else None
 
 
 def aggregate_cell(table_id: str, column: dict, variant: str, task_cells: list[dict], paper_values: dict) -> dict:
@@ -370,13 +389,15 @@ def curve_summary(curve: list[dict] | None) -> dict | None:
             "last_val": last_val}
 
 
-def build_leaderboard(results_dir: Path, paper: dict, curve: list[dict] | None) -> dict:
+def build_leaderboard(results_dir: Path, paper: dict, curves: dict[str, list[dict] | None]) -> dict:
     """Everything the report shows, as plain JSON-ready data (percent throughout)."""
     tables = paper["tables"]
     runs = load_runs(results_dir, tables)
     every = [run.data for found in runs.values() for run in found]
     counts = {"files": len(every), **{s: sum(d["status"] == s for d in every) for s in STATUSES},
               "wall_seconds": round(sum(d.get("wall_seconds") or 0 for d in every), 1)}  # fmt: skip
+    built = [build_table(tid, spec, runs, paper["previous_best"]) for tid, spec in tables.items()]
+    figure2 = load_figure2(results_dir, paper["zero_shot_sota"])
     return {
         "units": "percent (our fractions x 100; the paper's as printed)",
         "numbers": "median over seeds of each run's selected epoch",
@@ -384,9 +405,11 @@ def build_leaderboard(results_dir: Path, paper: dict, curve: list[dict] | None) 
         "runs": counts,
         "paper_pretraining": paper["pretraining"],
         "splits": split_summary(tables),
-        "tables": [build_table(tid, spec, runs, paper["previous_best"]) for tid, spec in tables.items()],
-        "figure2": load_figure2(results_dir, paper["zero_shot_sota"]),
-        "pretrain_curve": curve_summary(curve),
+        "tables": built,
+        "figure2": figure2,
+        "claims": check_claims(built, figure2),
+        "pretrain_curve": curve_summary(curves.get("transformer")),
+        "pretrain_curve_lstm": curve_summary(curves.get("lstm")),
     }
 
 
@@ -453,8 +476,9 @@ CORPUS_FORMATS = {"books": "{:,} books", "bytes": "{:,} bytes", "max_bytes": "at
 PRETRAIN_FORMATS = {"steps": "{:,} steps", "tokens_seen": "{:,} tokens seen", "val_loss": "validation loss {:.3f}",
                     "val_ppl": "validation perplexity {:.1f}", "tokens_per_sec": "{:,.0f} tokens/s",
                     "wall_seconds": lambda s: f"wall time {fmt_seconds(s)}"}  # fmt: skip
-PROVENANCE_KEYS = ("preset", "model", "parameters", "tokenizer", "corpus", "pretrain", "wall_seconds", "git_commit",
-                   "machine")  # fmt: skip
+LSTM_FORMATS = {"n_layer": "{} layer(s)", "n_hidden": "{:,} units", "parameters": "{:,} parameters", **PRETRAIN_FORMATS}
+PROVENANCE_KEYS = ("preset", "model", "parameters", "tokenizer", "corpus", "pretrain", "lstm_pretrain", "wall_seconds",
+                   "git_commit", "machine")  # fmt: skip
 
 
 def described(d: dict, formats: dict) -> str:
@@ -485,6 +509,8 @@ def provenance_lines(p: dict | None, paper_pretraining: dict) -> list[str]:
             line += (f" (the paper's perplexity, {paper_pretraining['perplexity']}, is per BPE token on "
                      f"{paper_pretraining['corpus']}: another corpus, tokenizer and model size)")  # fmt: skip
         lines.append(line)
+    if isinstance(p.get("lstm_pretrain"), dict):
+        lines.append("LSTM pre-training (Table 5, Figure 2): " + described(p["lstm_pretrain"], LSTM_FORMATS))
     if isinstance(p.get("wall_seconds"), dict):
         stages = sorted(p["wall_seconds"].items())
         lines.append("wall time: " + ", ".join(f"{stage} {fmt_seconds(s)}" for stage, s in stages))
@@ -605,9 +631,24 @@ def figure2_blocks(figure2: dict | None, figures: dict[str, bytes]) -> list:
                            "is shown, in percent, and the figure leaves it out."))  # fmt: skip
     else:
         blocks.append(Para(NOT_RUN_YET))
+    if figure2["notes"]:
+        blocks.append(Bullets(figure2["notes"]))
     if "figures/figure2.png" in figures:
         blocks.append(Image("figures/figure2.png", "Figure 2, ours"))
     return blocks
+
+
+def claims_blocks(claims: list[dict]) -> list:
+    """The paper's claims beside what our numbers show (see gptbench.suite.claims)."""
+    rows = [[c["claim"], c["verdict"], c["evidence"]] for c in claims]
+    return [
+        Heading(2, "The paper's claims, checked"),
+        Para("Each claim of the paper's analysis (Section 5) against the numbers above: shown (every comparison "
+             "present agrees), partly, not shown, or not tested (its numbers are not here). Medians over the "
+             "seeds in each cell; a single seed, or a small model, can show or hide an effect by chance, so read "
+             "each verdict with the n of its cells and the preset's scale."),
+        Table(["claim", "ours", "numbers"], rows),
+    ]  # fmt: skip
 
 
 def zero_shot_text(point: dict | None) -> str:
@@ -616,10 +657,19 @@ def zero_shot_text(point: dict | None) -> str:
     return fmt(point["normalised"], 2) if point["normalised"] is not None else f"raw {fmt(point['score'])}%"
 
 
-def pretraining_blocks(summary: dict | None, figures: dict[str, bytes]) -> list:
+def pretraining_blocks(summary: dict | None, lstm: dict | None, figures: dict[str, bytes]) -> list:
     blocks = [Heading(2, "Pre-training")]
     if summary is None:
         return blocks + [Para("pretrain_curve.csv: not found")]
+    blocks.append(Para(curve_text(summary) + "."))
+    if lstm is not None:
+        blocks.append(Para("The LSTM (Table 5, Figure 2): " + curve_text(lstm) + "."))
+    if "figures/pretrain_curve.png" in figures:
+        blocks.append(Image("figures/pretrain_curve.png", "pre-training loss and perplexity"))
+    return blocks
+
+
+def curve_text(summary: dict) -> str:
     text = f"{summary['rows']} logged steps, the last at step {summary['last_step']:.0f}"
     if summary["last_train_loss"] is not None:
         text += f" (training loss {summary['last_train_loss']:.3f})"
@@ -627,10 +677,7 @@ def pretraining_blocks(summary: dict | None, figures: dict[str, bytes]) -> list:
         v = summary["last_val"]
         text += f"; last validation at step {v['step']:.0f}: loss {v['val_loss']:.3f}" + (
             f", perplexity {v['val_ppl']:.1f}" if v["val_ppl"] is not None else "")
-    blocks.append(Para(text + "."))
-    if "figures/pretrain_curve.png" in figures:
-        blocks.append(Image("figures/pretrain_curve.png", "pre-training loss and perplexity"))
-    return blocks
+    return text
 
 
 def leaderboard_blocks(board: dict, figures: dict[str, bytes]) -> list:
@@ -649,7 +696,8 @@ def leaderboard_blocks(board: dict, figures: dict[str, bytes]) -> list:
     for table in board["tables"]:
         blocks += table_blocks(table, figures)
     blocks += figure2_blocks(board["figure2"], figures)
-    blocks += pretraining_blocks(board["pretrain_curve"], figures)
+    blocks += claims_blocks(board["claims"])
+    blocks += pretraining_blocks(board["pretrain_curve"], board["pretrain_curve_lstm"], figures)
     return blocks
 
 
@@ -763,17 +811,25 @@ def table_figure(table: dict) -> bytes:
     return png_bytes(fig)
 
 
-def pretrain_figure(curve: list[dict]) -> bytes:
+def pretrain_figure(curves: dict[str, list[dict]]) -> bytes:
+    """Loss and validation perplexity; the Transformer solid, the LSTM (if run) dashed."""
     fig = Figure(figsize=(9.0, 3.5))
     loss_ax, ppl_ax = fig.subplots(1, 2)
-    loss_ax.plot([r["step"] for r in curve], [r["train_loss"] for r in curve], label="train")
-    val = [r for r in curve if r.get("val_loss") is not None]
-    loss_ax.plot([r["step"] for r in val], [r["val_loss"] for r in val], "o-", label="validation")
+    for arch, curve in curves.items():
+        style, name = ("-", "") if arch == "transformer" else ("--", " (LSTM)")
+        trained = [r for r in curve if r.get("train_loss") is not None]
+        loss_ax.plot([r["step"] for r in trained], [r["train_loss"] for r in trained], style, color="C0", label="train" + name)
+        val = [r for r in curve if r.get("val_loss") is not None]
+        loss_ax.plot([r["step"] for r in val], [r["val_loss"] for r in val], style, marker="o", color="C1",
+                     label="validation" + name)  # fmt: skip
+        ppl = [r for r in curve if r.get("val_ppl") is not None]
+        ppl_ax.plot([r["step"] for r in ppl], [r["val_ppl"] for r in ppl], style, marker="o", color="C1",
+                    label="validation" + name)  # fmt: skip
     loss_ax.set(xlabel="step", ylabel="loss (nats/token)", title="pre-training loss")
     loss_ax.legend()
-    ppl = [r for r in curve if r.get("val_ppl") is not None]
-    ppl_ax.plot([r["step"] for r in ppl], [r["val_ppl"] for r in ppl], "o-")
     ppl_ax.set(xlabel="step", ylabel="perplexity", title="validation perplexity")
+    if len(curves) > 1:
+        ppl_ax.legend()
     fig.tight_layout()
     return png_bytes(fig)
 
@@ -806,7 +862,7 @@ def figure2_figure(figure2: dict) -> bytes:
     return png_bytes(fig)
 
 
-def render_figures(board: dict, curve: list[dict] | None) -> dict[str, bytes]:
+def render_figures(board: dict, curves: dict[str, list[dict] | None]) -> dict[str, bytes]:
     """Relative path -> PNG bytes, for every figure there is something to plot in."""
     figures = {}
     with matplotlib.style.context("default"):  # not the user's matplotlibrc
@@ -815,8 +871,8 @@ def render_figures(board: dict, curve: list[dict] | None) -> dict[str, bytes]:
                 figures[f"figures/{table['id']}.png"] = table_figure(table)
         if board["figure2"] and (board["figure2"]["layers"] or board["figure2"]["zero_shot"]):
             figures["figures/figure2.png"] = figure2_figure(board["figure2"])
-        if curve:
-            figures["figures/pretrain_curve.png"] = pretrain_figure(curve)
+        if curves.get("transformer"):
+            figures["figures/pretrain_curve.png"] = pretrain_figure({k: c for k, c in curves.items() if c})
     return figures
 
 
@@ -835,9 +891,9 @@ def write_report(results_dir: str | Path, paper: dict | None = None) -> list[Pat
     if not results_dir.is_dir():
         raise ValueError(f"{results_dir}: results directory not found")
     paper = paper or load_paper_numbers()
-    curve = load_pretrain_curve(results_dir)
-    board = build_leaderboard(results_dir, paper, curve)
-    figures = render_figures(board, curve)
+    curves = {arch: load_pretrain_curve(results_dir, name) for arch, name in CURVE_FILES.items()}
+    board = build_leaderboard(results_dir, paper, curves)
+    figures = render_figures(board, curves)
     blocks = leaderboard_blocks(board, figures)
     outputs = {
         "leaderboard.md": format_leaderboard_markdown(blocks),

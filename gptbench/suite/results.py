@@ -52,9 +52,21 @@ def pretrain_curve(tb_dir: Path) -> list[dict]:
 
 
 def write_pretrain_results(cfg: ExperimentConfig, results_dir: Path) -> None:
-    """``provenance.json`` and ``pretrain_curve.csv`` for the pre-training of ``cfg``."""
+    """``provenance.json`` and ``pretrain_curve.csv`` for the pre-training of ``cfg``; an LSTM's
+    goes to provenance's ``lstm_pretrain`` and ``pretrain_curve_lstm.csv``, beside the
+    Transformer's."""
     stage = pretrain_dir(cfg)
     metrics = json.loads((stage / "metrics.json").read_text())
+    pretrain = {"steps": metrics["steps"], "tokens_seen": metrics["train_tokens"], "val_loss": metrics["val_loss"],
+                "val_ppl": metrics["val_ppl"], "wall_seconds": metrics["wall_seconds"],
+                "tokens_per_sec": metrics["train_tokens"] / max(metrics["wall_seconds"], 1e-9), "run": str(stage)}  # fmt: skip
+    path = results_dir / "provenance.json"
+    existing = json.loads(path.read_text()) if path.is_file() else {}
+    if cfg.architecture == "lstm":
+        lstm = {"n_layer": cfg.lstm.n_layer, "n_hidden": cfg.lstm.n_hidden, "parameters": metrics["parameters"]}
+        atomic_write_json(path, {**existing, "lstm_pretrain": {**lstm, **pretrain}})
+        _write_curve(stage, results_dir / "pretrain_curve_lstm.csv")
+        return
     model = json.loads((stage / "model" / "config.json").read_text())
     t, c = cfg.tokenizer, cfg.corpus
     provenance = {
@@ -65,17 +77,18 @@ def write_pretrain_results(cfg: ExperimentConfig, results_dir: Path) -> None:
         "tokenizer": "GPT-1's released 40k BPE" if t.kind == "gpt1" else f"BPE trained on the books, {t.vocab_size} tokens",
         "corpus": {"path": str(c.path), "max_bytes": c.max_bytes, "val_books": c.val_books,
                    "train_tokens": metrics["corpus_tokens"]["train"], "val_tokens": metrics["corpus_tokens"]["val"]},
-        "pretrain": {"steps": metrics["steps"], "tokens_seen": metrics["train_tokens"], "val_loss": metrics["val_loss"],
-                     "val_ppl": metrics["val_ppl"], "wall_seconds": metrics["wall_seconds"],
-                     "tokens_per_sec": metrics["train_tokens"] / max(metrics["wall_seconds"], 1e-9),
-                     "run": str(stage)},
+        "pretrain": pretrain,
+        "lstm_pretrain": existing.get("lstm_pretrain"),
         "git_commit": git_commit(),
         "machine": machine(),
     }  # fmt: skip
-    atomic_write_json(results_dir / "provenance.json", provenance)
-    rows = pretrain_curve(stage / "tb")
+    atomic_write_json(path, provenance)
+    _write_curve(stage, results_dir / "pretrain_curve.csv")
+
+
+def _write_curve(stage: Path, path: Path) -> None:
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=["step", "train_loss", "val_loss", "val_ppl"], lineterminator="\n")
     writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(results_dir / "pretrain_curve.csv", out.getvalue())
+    writer.writerows(pretrain_curve(stage / "tb"))
+    atomic_write_text(path, out.getvalue())

@@ -2,7 +2,7 @@
 
 ``gptbench sweep table4_glue smoke seeds=[1,2,3]`` expands ``experiments/table4_glue.yaml`` on
 the ``smoke`` preset, pre-trains once (shared by every fine-tune that uses it), then runs each
-fine-tune in a fresh process: one after another, ``jobs=N`` at a time (threads divided so N jobs
+fine-tune in a fresh process (forked from a server that imported the training stack once): one after another, ``jobs=N`` at a time (threads divided so N jobs
 never oversubscribe the cores), or as one submitit job array (``executor=slurm``;
 ``executor=submitit_local`` runs the same code on this machine).
 
@@ -10,6 +10,11 @@ Each run leaves one status file, written atomically, in ``<results_dir>/runs/<pa
 <task>/<variant>/seed<seed>.json``: ``done`` (the run's results), ``failed`` (its error) or
 ``unavailable`` (its data is absent here, and why). Re-running the sweep skips runs that are done
 with the same settings, resumes interrupted ones from their last checkpoint and retries the rest.
+
+A table may generate its variants (``layer_sweep``: one per number of transferred blocks, Figure 2
+left) and name ``fallbacks`` for a task whose data is absent (the largest training set present
+stands in, noted in its status files). A ``kind: zero_shot_curve`` file is run by
+:mod:`gptbench.suite.figure2` instead (Figure 2 right).
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import sys
 import time
 import traceback
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -30,8 +35,9 @@ from omegaconf import OmegaConf
 from gptbench.config import EXPERIMENTS_DIR, ConfigError, ExperimentConfig, experiment_files, load_config
 from gptbench.io import atomic_write_json
 from gptbench.run_identity import finetune_settings, settings_key
+from gptbench.suite.figure2 import LAYERS_TABLE, run_zero_shot_curve, write_figure2
 
-SWEEP_KEYS = ("seeds", "tasks", "variants", "jobs", "executor", "results_dir")
+SWEEP_KEYS = ("seeds", "tasks", "variants", "jobs", "executor", "results_dir", "max_examples")
 EXECUTORS = ("local", "slurm", "submitit_local")
 
 
@@ -40,10 +46,23 @@ class Table:
     """A sweep file of experiments/ (``kind: table``)."""
 
     name: str
-    paper_table: str  # its key in results/paper.yaml
+    paper_table: str  # its key in results/paper.yaml (or figure2_layers), where its statuses are kept
     tasks: tuple[str, ...]
     seeds: tuple[int, ...]
     variants: dict[str, tuple[str, ...]] = field(hash=False)  # variant -> overrides
+    # One variant per number of transferred blocks, transfer0 ... transfer<n_layer> of the preset
+    # (Figure 2, left), each with these overrides besides finetune.n_transfer.
+    layer_sweep: tuple[str, ...] | None = None
+    # task -> tasks that stand in for it, in order of preference, where its data is absent: the
+    # one with the largest training split present is run and the substitution noted.
+    fallbacks: dict[str, tuple[str, ...]] = field(default_factory=dict, hash=False)
+
+    def with_layers(self, n_layer: int) -> "Table":
+        """The table with its per-layer variants for a network of ``n_layer`` blocks."""
+        if self.layer_sweep is None:
+            return self
+        variants = {f"transfer{k}": (*self.layer_sweep, f"finetune.n_transfer={k}") for k in range(n_layer + 1)}
+        return replace(self, variants=variants)
 
 
 def load_table(name: str) -> Table:
@@ -53,14 +72,23 @@ def load_table(name: str) -> Table:
     node = OmegaConf.to_container(OmegaConf.load(path))
     if not isinstance(node, dict) or node.get("kind") != "table":
         raise ConfigError(f"{path}: not a sweep table (expected 'kind: table')")
-    for key in ("paper_table", "tasks", "seeds", "variants"):
+    for key in ("paper_table", "tasks", "seeds"):
         if key not in node:
             raise ConfigError(f"{path}: missing key {key!r}")
-    variants = node["variants"]
-    if not isinstance(variants, dict) or not variants:
+    layer_sweep = node.get("layer_sweep")
+    variants = node.get("variants") if layer_sweep is None else {}
+    if layer_sweep is None and (not isinstance(variants, dict) or not variants):
         raise ConfigError(f"{path}: 'variants' must map a variant name to a list of key=value overrides")
+    if layer_sweep is not None and (not isinstance(layer_sweep, list) or "variants" in node):
+        raise ConfigError(f"{path}: 'layer_sweep' is a list of overrides for every transfer<k> variant, "
+                          "and replaces 'variants'")  # fmt: skip
+    fallbacks = node.get("fallbacks") or {}
+    if not isinstance(fallbacks, dict) or not all(isinstance(v, list) for v in fallbacks.values()):
+        raise ConfigError(f"{path}: 'fallbacks' must map a task to a list of tasks that may stand in for it")
     return Table(path.stem, node["paper_table"], tuple(node["tasks"]), tuple(int(s) for s in node["seeds"]),
-                 {v: tuple(o or ()) for v, o in variants.items()})  # fmt: skip
+                 {v: tuple(o or ()) for v, o in variants.items()},
+                 None if layer_sweep is None else tuple(layer_sweep),
+                 {t: tuple(f) for t, f in fallbacks.items()})  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -72,6 +100,7 @@ class Run:
     seed: int
     preset: str
     overrides: tuple[str, ...]  # the sweep's, the variant's, then this run's own
+    note: str | None = None  # recorded in its status file, e.g. which task it stands in for
 
     @property
     def id(self) -> str:
@@ -93,18 +122,22 @@ def split_overrides(overrides: list[str]) -> tuple[dict, list[str]]:
     return sweep, experiment
 
 
-def expand(table: Table, preset: str, overrides: list[str], seeds=None, tasks=None, variants=None) -> list[Run]:
-    """Every run of the table on the preset: variant x task x seed, in that order."""
+def expand(table: Table, preset: str, overrides: list[str], seeds=None, tasks=None, variants=None,
+           stand_ins: dict[str, tuple[str, str]] | None = None) -> list[Run]:  # fmt: skip
+    """Every run of the table on the preset: variant x task x seed, in that order. ``stand_ins``
+    maps a task of the table to (the task run in its place, why)."""
+    table = table.with_layers(load_config(preset, overrides).model.n_layer)
     unknown = sorted(set(tasks or ()) - set(table.tasks)) + sorted(set(variants or ()) - set(table.variants))
     if unknown:
         raise ConfigError(f"sweep {table.name}: {unknown} are not tasks or variants of the table")
     runs = []
     for variant in variants or table.variants:
         for task in tasks or table.tasks:
+            run_task, note = (stand_ins or {}).get(task, (task, None))
             for seed in seeds or table.seeds:
-                own = [f"finetune.task={task}", f"finetune.seed={seed}"]
-                runs.append(Run(table.name, table.paper_table, task, variant, int(seed), preset,
-                                (*overrides, *table.variants[variant], *own)))  # fmt: skip
+                own = [f"finetune.task={run_task}", f"finetune.seed={seed}"]
+                runs.append(Run(table.name, table.paper_table, run_task, variant, int(seed), preset,
+                                (*overrides, *table.variants[variant], *own), note))  # fmt: skip
     for run in runs:
         run.config()  # every configuration is valid before any work starts
     return runs
@@ -155,7 +188,8 @@ def execute_run(run: Run, results_dir: str, threads: int | None = None) -> dict:
         torch.set_num_threads(threads)
     cfg = run.config()
     base = {"table": run.table, "task": run.task, "variant": run.variant, "seed": run.seed,
-            "request_key": request_key(cfg), "overrides": list(run.overrides)}  # fmt: skip
+            "request_key": request_key(cfg), "overrides": list(run.overrides),
+            **({"note": run.note} if run.note else {})}  # fmt: skip
     log = log_path(cfg, run)
     start = time.perf_counter()
     with output_to(log):
@@ -231,14 +265,49 @@ def _pretrainings(runs: list[Run]) -> list[ExperimentConfig]:
     return list(distinct.values())
 
 
+def stand_ins(table: Table, preset: str, overrides: list[str]) -> dict[str, tuple[str, str]]:
+    """For each task of the table whose data is absent here and that has fallbacks: the fallback
+    with the largest training split present, and a note saying so."""
+    from gptbench.data.task_data import read_split
+    from gptbench.tasks import get_task
+
+    chosen = {}
+    for task, candidates in table.fallbacks.items():
+        why = absent_data(load_config(preset, [*overrides, f"finetune.task={task}"]))
+        if why is None:
+            continue
+        sizes = {}
+        for candidate in candidates:
+            cfg = load_config(preset, [*overrides, f"finetune.task={candidate}"])
+            if absent_data(cfg) is None:
+                spec, f = get_task(candidate), cfg.finetune
+                root = Path(f.data_dir) if f.data_dir else None
+                sizes[candidate] = len(read_split(spec, spec.train_split, root, f.splits.get(spec.train_split))[0])
+        if sizes:
+            best = max(sizes, key=lambda t: (sizes[t], -candidates.index(t)))
+            chosen[task] = (best, f"{best} stands in for {task}, whose data is absent here ({why}): the largest "
+                                  f"training set present among {list(candidates)} ({sizes[best]:,} examples)")  # fmt: skip
+    return chosen
+
+
 def run_sweep(table_name: str, preset: str, overrides: list[str]) -> Path:
-    """Expand and execute a sweep; returns its results directory."""
+    """Expand and execute a sweep (a table, or a zero-shot curve); returns its results directory."""
     from gptbench.training.pretrain import run_pretrain
     from gptbench.suite.results import write_pretrain_results
 
     sweep, experiment = split_overrides(overrides)
+    if table_name in experiment_files("zero_shot_curve") or _kind(table_name) == "zero_shot_curve":
+        unknown = sorted(set(sweep) - {"tasks", "results_dir", "max_examples"})
+        if unknown:
+            raise ConfigError(f"sweep {table_name}: {unknown} do not apply to a zero-shot curve (it takes tasks=, "
+                              "max_examples=, results_dir=)")  # fmt: skip
+        return run_zero_shot_curve(table_name, preset, experiment, sweep.get("results_dir"), sweep.get("tasks"),
+                                   sweep.get("max_examples"))  # fmt: skip
+    if "max_examples" in sweep:
+        raise ConfigError(f"sweep {table_name}: max_examples= applies to zero-shot curves only")
     table = load_table(table_name)
-    runs = expand(table, preset, experiment, sweep.get("seeds"), sweep.get("tasks"), sweep.get("variants"))
+    runs = expand(table, preset, experiment, sweep.get("seeds"), sweep.get("tasks"), sweep.get("variants"),
+                  stand_ins(table, preset, experiment))  # fmt: skip
     jobs, executor = int(sweep.get("jobs", 1)), sweep.get("executor", "local")
     if jobs < 1 or executor not in EXECUTORS:
         raise ConfigError(f"jobs={jobs}, executor={executor!r}: expected jobs >= 1 and executor in {EXECUTORS}")
@@ -265,13 +334,32 @@ def run_sweep(table_name: str, preset: str, overrides: list[str]) -> Path:
         _run_local(todo, results_dir, jobs, progress)
     else:
         _run_submitit(todo, results_dir, jobs, executor, first, progress)
+    if table.paper_table == LAYERS_TABLE:
+        write_figure2(results_dir)
     return results_dir
+
+
+def _kind(name: str) -> str | None:
+    path = Path(name)
+    return OmegaConf.load(path).get("kind") if path.is_file() and path.suffix in (".yaml", ".yml") else None
+
+
+def fresh_process_context():
+    """Processes that start clean but fast: forked from a server that has imported the training
+    stack once (Lightning's import alone takes seconds; each run would pay it), where the platform
+    has forkserver; spawned elsewhere. Either way a run shares no state with the sweep or the
+    runs before it."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["gptbench.suite.sweep", "gptbench.training.finetune"])
+    return context
 
 
 def _run_local(runs: list[Run], results_dir: Path, jobs: int, progress: Progress) -> None:
     """Each run in a fresh process (a crash stays in its run), ``jobs`` at a time."""
     threads = max(1, (os.cpu_count() or 1) // jobs)
-    context = multiprocessing.get_context("spawn")
+    context = fresh_process_context()
     pending, started = list(runs), {}
     with ProcessPoolExecutor(jobs, mp_context=context, max_tasks_per_child=1) as pool:
         while pending or started:

@@ -19,6 +19,7 @@ from lightning.pytorch.callbacks import (
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from gptbench.config import ConfigError, TrainerConfig
+from gptbench.errors import NonFiniteLoss
 
 
 def adamw(module: torch.nn.Module, lr: float, weight_decay: float, betas, eps: float) -> torch.optim.AdamW:
@@ -174,13 +175,39 @@ class WallClock(Callback):
         return self.seconds
 
 
-def resumable_checkpoint(ckpt_dir: Path, every_n_train_steps: int | None = None, keep_all: bool = False) -> ModelCheckpoint:
-    """Checkpoints at the end of every epoch (and every ``every_n_train_steps``); ``last.ckpt`` is
-    a link to the newest, which ``resume=true`` continues from."""
-    return ModelCheckpoint(
-        ckpt_dir, filename="step{step}", auto_insert_metric_name=False, save_top_k=-1 if keep_all else 1,
-        save_last="link", every_n_train_steps=every_n_train_steps,
-    )  # fmt: skip
+def resumable_checkpoints(ckpt_dir: Path, every_n_train_steps: int | None = None, keep_all: bool = False,
+                          epoch_ends: bool = True) -> list[ModelCheckpoint]:  # fmt: skip
+    """Checkpoints at the end of every epoch (``epoch_ends``) and every ``every_n_train_steps``;
+    ``last.ckpt`` is a link to the newest, which ``resume=true`` continues from. (Lightning's
+    ModelCheckpoint takes one trigger, so each trigger is its own callback.)"""
+    # No version counter: the callbacks' file names differ, and both must point the one last.ckpt
+    # at their newest file (with the counter the second would write last-v1.ckpt).
+    common = dict(dirpath=ckpt_dir, auto_insert_metric_name=False, save_top_k=-1 if keep_all else 1, save_last="link",
+                  enable_version_counter=False)  # fmt: skip
+    callbacks = []
+    if every_n_train_steps:
+        callbacks.append(ModelCheckpoint(filename="step{step}", every_n_train_steps=every_n_train_steps, **common))
+    if epoch_ends or not every_n_train_steps:
+        callbacks.append(ModelCheckpoint(filename="epoch{epoch}-step{step}", every_n_epochs=1, **common))
+    return callbacks
+
+
+class StopOnNonFiniteLoss(Callback):
+    """Stops a run whose loss becomes nan or infinite, before that step's update reaches the
+    weights, naming the step and the last checkpoint written before it (training on would only
+    spread the NaN)."""
+
+    def __init__(self, ckpt_dir: Path):
+        self.ckpt_dir = Path(ckpt_dir)
+
+    def on_before_backward(self, trainer, pl_module, loss) -> None:
+        if torch.isfinite(loss).all():
+            return
+        good = latest_checkpoint(self.ckpt_dir, exclude_exception=True)
+        resume = (f"the last checkpoint before it is {good} (resume=true continues from there)" if good
+                  else "no checkpoint was written before it")  # fmt: skip
+        raise NonFiniteLoss(f"training loss is {loss.item()} at step {trainer.global_step} (epoch {trainer.current_epoch}); "
+                            f"stopped before the update; {resume}. Lower the learning rate or check the data.")  # fmt: skip
 
 
 class SaveOnException(Callback):
@@ -194,12 +221,14 @@ class SaveOnException(Callback):
         self.path = path
 
     def on_exception(self, trainer, pl_module, exception) -> None:
-        trainer.save_checkpoint(self.path)
+        if not isinstance(exception, NonFiniteLoss):  # weights of a diverged run are not worth resuming
+            trainer.save_checkpoint(self.path)
 
 
-def latest_checkpoint(ckpt_dir: Path) -> Path | None:
+def latest_checkpoint(ckpt_dir: Path, exclude_exception: bool = False) -> Path | None:
     """The most recent resumable checkpoint in ``ckpt_dir`` (last.ckpt or on_exception.ckpt)."""
-    candidates = [p for p in (ckpt_dir / "last.ckpt", ckpt_dir / "on_exception.ckpt") if p.is_file()]
+    names = ("last.ckpt",) if exclude_exception else ("last.ckpt", "on_exception.ckpt")
+    candidates = [p for p in (ckpt_dir / name for name in names) if p.is_file()]
     return max(candidates, key=lambda p: p.stat().st_mtime) if candidates else None
 
 
@@ -235,6 +264,7 @@ def make_trainer(
         callbacks=[
             *checkpoints,
             SaveOnException(run_dir / "checkpoints" / "on_exception.ckpt"),
+            StopOnNonFiniteLoss(run_dir / "checkpoints"),
             LearningRateMonitor(logging_interval="step"),
             TQDMProgressBar(refresh_rate=10),
             *extra_callbacks,

@@ -22,7 +22,8 @@ from gptbench.models.checkpoints import CheckpointError
 from gptbench.config import ConfigError, ExperimentConfig, FinetuneConfig, require_dir, to_yaml
 from gptbench.io import atomic_write_json, atomic_write_text
 from gptbench.evaluation.metrics import make_metric
-from gptbench.models.gpt import GPT, GPTConfig
+from gptbench.models import LanguageModel, ModelConfig, build_model, load_pretrained, model_spec
+from gptbench.run_lock import run_lock
 from gptbench.run_identity import finetune_dir, finetune_settings, pretrain_dir, record_settings
 from gptbench.data.task_data import absent_reason, datamodule
 from gptbench.tasks import TaskSpec, get_task
@@ -37,7 +38,7 @@ from gptbench.training.common import (
     adamw,
     check_resume,
     make_trainer,
-    resumable_checkpoint,
+    resumable_checkpoints,
     step_scheduler,
     stepping_batches,
     warmup_linear,
@@ -72,7 +73,8 @@ class TaskHead(nn.Module):
 
 
 class FinetuneModule(GradientClipping, RngStateMixin, L.LightningModule):
-    """GPT fine-tuning on one task, for any Lightning Trainer: L3 = L2 + lm_coef * L1.
+    """Fine-tuning of a GPT (or the LSTM of Table 5) on one task, for any Lightning Trainer:
+    L3 = L2 + lm_coef * L1.
 
     Defaults are the paper's (Section 4.1) and the released code's (Adam betas, eps, clipping).
     Logged names: ``train/loss``, ``train/task_loss``, ``train/lm_loss``, and per scored split
@@ -82,8 +84,8 @@ class FinetuneModule(GradientClipping, RngStateMixin, L.LightningModule):
     (see :func:`gptbench.write_glue_submission`).
 
     Args:
-        model: a GPT (its weights are used as they are), or a GPTConfig / dict for a randomly
-            initialised one (no pre-training). :meth:`from_pretrained` starts from a checkpoint.
+        model: a GPT or LSTMLM (its weights are used as they are), or a GPTConfig / LSTMConfig /
+            ``model_spec`` dict for a randomly initialised one (no pre-training). :meth:`from_pretrained` starts from a checkpoint.
         task: a task name or TaskSpec.
         lr, warmup_fraction: peak learning rate; linear warm-up over this fraction of the updates,
             then linear decay to 0 (the released ``warmup_linear``).
@@ -94,13 +96,13 @@ class FinetuneModule(GradientClipping, RngStateMixin, L.LightningModule):
         total_steps: the schedule's length; default: the Trainer's number of optimizer steps.
     """
 
-    def __init__(self, model: GPT | GPTConfig | dict, task: str | TaskSpec, *, lr: float = 6.25e-5,
+    def __init__(self, model: LanguageModel | ModelConfig | dict, task: str | TaskSpec, *, lr: float = 6.25e-5,
                  lm_coef: float = 0.5, warmup_fraction: float = 0.002, clf_pdrop: float = 0.1,
                  weight_decay: float = 0.01, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  grad_clip: float = 1.0, total_steps: int | None = None):  # fmt: skip
         super().__init__()
-        if not isinstance(model, GPT):
-            model = GPT(model if isinstance(model, GPTConfig) else GPTConfig(**model))
+        if not isinstance(model, nn.Module):
+            model = build_model(model)
         task = get_task(task) if isinstance(task, str) else task
         if task.zero_shot_only:
             raise ValueError(f"task {task.name} is zero-shot only (no fine-tuning)")
@@ -108,7 +110,7 @@ class FinetuneModule(GradientClipping, RngStateMixin, L.LightningModule):
                        weight_decay=weight_decay, eps=eps, grad_clip=grad_clip, total_steps=total_steps)  # fmt: skip
         # Everything needed to rebuild the module: FinetuneModule.load_from_checkpoint works.
         self.save_hyperparameters({
-            "model": asdict(model.config), "task": task.name, "lr": lr, "lm_coef": lm_coef,
+            "model": model_spec(model), "task": task.name, "lr": lr, "lm_coef": lm_coef,
             "warmup_fraction": warmup_fraction, "clf_pdrop": clf_pdrop, "weight_decay": weight_decay,
             "betas": tuple(betas), "eps": eps, "grad_clip": grad_clip, "total_steps": total_steps,
         })  # fmt: skip
@@ -119,9 +121,10 @@ class FinetuneModule(GradientClipping, RngStateMixin, L.LightningModule):
         self.head = TaskHead(model.config.n_embd, task.transformation, task.num_outputs, clf_pdrop,
                              model.config.initializer_range)  # fmt: skip
         # One metric set per scored split, and per group within it (RACE-m, RACE-h).
-        scored = {*task.eval_splits, *task.test_splits, "holdout"}
+        scored = {task.train_split, *task.eval_splits, *task.test_splits, "holdout"}
+        # Keyed "split:<name>": a ModuleDict key may not shadow a Module attribute ("train").
         self.metrics = nn.ModuleDict({
-            split: nn.ModuleDict({
+            f"split:{split}": nn.ModuleDict({
                 population: nn.ModuleDict({m: make_metric(m, task.num_outputs) for m in task.metrics})
                 for population in ("all", *task.groups)
             })
@@ -129,15 +132,18 @@ class FinetuneModule(GradientClipping, RngStateMixin, L.LightningModule):
         })  # fmt: skip
 
     @classmethod
-    def from_pretrained(cls, path_or_model: str | Path | GPT, task: str | TaskSpec, *, n_transfer: int = -1,
-                        model_overrides: dict | None = None, **hparams) -> "FinetuneModule":  # fmt: skip
-        """Start fine-tuning from pre-trained weights: a GPT, or any path ``GPT.from_pretrained``
-        reads (a gptbench run's ``pretrain/model``, a .ckpt, a Hugging Face ``openai-gpt``
-        directory, OpenAI's .npy shards). The task tokens' embeddings are re-drawn (paper:
-        randomly initialised at fine-tuning); ``n_transfer`` >= 0 keeps only the first blocks and
-        re-initialises the rest (Figure 2, left). ``model_overrides`` set GPTConfig fields (e.g.
-        dropout); ``hparams`` are the constructor's keywords."""
-        model = path_or_model if isinstance(path_or_model, GPT) else GPT.from_pretrained(path_or_model, **(model_overrides or {}))
+    def from_pretrained(cls, path_or_model: str | Path | LanguageModel, task: str | TaskSpec, *,
+                        n_transfer: int = -1, model_overrides: dict | None = None, **hparams) -> "FinetuneModule":  # fmt: skip
+        """Start fine-tuning from pre-trained weights: a network, or any path
+        ``gptbench.models.load_pretrained`` reads (a gptbench run's ``pretrain/model``, a .ckpt, a
+        Hugging Face ``openai-gpt`` directory, OpenAI's .npy shards, a gptbench LSTM). The task
+        tokens' embeddings are re-drawn (paper: randomly initialised at fine-tuning);
+        ``n_transfer`` >= 0 keeps only the first blocks and re-initialises the rest (Figure 2,
+        left). ``model_overrides`` set config fields (e.g. dropout); ``hparams`` are the
+        constructor's keywords."""
+        model = path_or_model
+        if not isinstance(model, nn.Module):
+            model = load_pretrained(path_or_model, **(model_overrides or {}))
         if not -1 <= n_transfer <= model.config.n_layer:
             raise ValueError(f"n_transfer must be -1 (all) or 0..{model.config.n_layer}, got {n_transfer}")
         model.init_special_embeddings()
@@ -197,17 +203,17 @@ class FinetuneModule(GradientClipping, RngStateMixin, L.LightningModule):
         self.log(f"{split}/loss", self.task_loss(logits, batch["labels"]), add_dataloader_idx=False,
                  batch_size=len(logits))  # fmt: skip
         preds, labels = self.predictions(logits), batch["labels"]
-        for metric in self.metrics[split]["all"].values():
+        for metric in self.metrics[f"split:{split}"]["all"].values():
             metric.update(preds, labels)
         for g, group in enumerate(self.task.groups):
             chosen = batch["groups"] == g
             if chosen.any():
-                for metric in self.metrics[split][group].values():
+                for metric in self.metrics[f"split:{split}"][group].values():
                     metric.update(preds[chosen], labels[chosen])
 
     def _log_scores(self, splits: list[str]) -> None:
         for split in splits:
-            for population, metrics in self.metrics[split].items():
+            for population, metrics in self.metrics[f"split:{split}"].items():
                 prefix = split if population == "all" else f"{split}/{population}"
                 for name, metric in metrics.items():
                     if metric.update_count:
@@ -243,7 +249,7 @@ class FinetuneModule(GradientClipping, RngStateMixin, L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         super().on_save_checkpoint(checkpoint)
-        checkpoint["gpt_config"] = asdict(self.model.config)
+        checkpoint["model_config"] = model_spec(self.model)
 
 
 def _check_hparams(**values) -> None:
@@ -272,7 +278,7 @@ def initial_module(cfg: ExperimentConfig) -> tuple[FinetuneModule, Tokenizer, st
     f, task = cfg.finetune, cfg.finetune.task
     if f.init == "none":
         tokenizer = run_tokenizer(cfg)
-        config = GPTConfig(**{**asdict(cfg.model), "vocab_size": tokenizer.vocab_size, "n_special": tokenizer.n_special})
+        config = cfg.network_config(tokenizer.vocab_size, tokenizer.n_special)
         return FinetuneModule(config, task, **optimisation_hparams(f)), tokenizer, "none (random initialisation)"
     path = pretrain_dir(cfg) / "model" if f.init == "pretrained" else Path(f.init)
     if not path.exists():
@@ -285,8 +291,7 @@ def initial_module(cfg: ExperimentConfig) -> tuple[FinetuneModule, Tokenizer, st
     else:
         raise ConfigError(f"finetune.init={f.init!r}: no tokenizer/ beside the weights; set tokenizer.kind=gpt1 "
                           "for GPT-1 weights from OpenAI or Hugging Face")  # fmt: skip
-    dropout = {k: getattr(cfg.model, k) for k in ("embd_pdrop", "attn_pdrop", "resid_pdrop")}
-    model = GPT.from_pretrained(path, **dropout)
+    model = load_pretrained(path, dropout=cfg.dropout())
     if model.config.vocab_size != tokenizer.vocab_size:
         raise CheckpointError(
             f"{path}: model vocabulary {model.config.vocab_size} != tokenizer vocabulary {tokenizer.vocab_size}"
@@ -348,6 +353,12 @@ def run_finetune(cfg: ExperimentConfig) -> dict:
     cfg = replace(cfg, finetune=replace(f, select=select))  # the key records the protocol actually used
     f = cfg.finetune
     stage_dir = finetune_dir(cfg)
+    with run_lock(stage_dir):
+        return _finetune(cfg, task, stage_dir, data_root, select)
+
+
+def _finetune(cfg: ExperimentConfig, task: TaskSpec, stage_dir: Path, data_root: Path | None, select: str) -> dict:
+    f = cfg.finetune
     if (stage_dir / "results.json").is_file():
         print(f"fine-tuning {task.name} already complete: {stage_dir / 'results.json'}")
         return json.loads((stage_dir / "results.json").read_text())
@@ -371,7 +382,7 @@ def run_finetune(cfg: ExperimentConfig) -> dict:
 
     selection_split = data.eval_splits[0]
     selection = f"{selection_split}/{task.metrics[0]}"
-    callbacks = [resumable_checkpoint(stage_dir / "checkpoints", f.checkpoint_every_n_steps)]
+    callbacks = resumable_checkpoints(stage_dir / "checkpoints", f.checkpoint_every_n_steps)
     if select != "last":
         best = ModelCheckpoint(stage_dir / "checkpoints", filename="best", monitor=selection, mode="max",
                                save_top_k=1, auto_insert_metric_name=False, enable_version_counter=False)  # fmt: skip
@@ -387,8 +398,9 @@ def run_finetune(cfg: ExperimentConfig) -> dict:
     if trainer.interrupted or trainer.current_epoch < f.epochs:
         raise SystemExit(f"fine-tuning stopped in epoch {trainer.current_epoch}/{f.epochs}; rerun with resume=true")
 
-    # The reported splits are scored with the last epoch's weights, then with the selected ones.
-    data.eval_splits = list(data.report_splits)
+    # The reported splits are scored with the last epoch's weights, then with the selected ones
+    # (and the examples trained on, with score_train).
+    data.eval_splits = [*data.report_splits, *([task.train_split] if f.score_train else [])]
     last_scores = score(trainer, module, data)
     chosen = {"epoch": f.epochs - 1, "global_step": trainer.global_step}
     if select != "last":

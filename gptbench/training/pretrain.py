@@ -7,20 +7,23 @@ the final model in the Hugging Face format to ``runs/<name>/pretrain/model``.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict
+import os
+import shutil
 from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 from torchmetrics import MeanMetric
 
 from gptbench.config import ExperimentConfig, require_dir, to_yaml
 from gptbench.data.corpus import CorpusDataModule
 from gptbench.io import atomic_write_json, atomic_write_text
-from gptbench.models.gpt import GPT, GPTConfig
+from gptbench.models import LanguageModel, ModelConfig, build_model, model_spec
 from gptbench.evaluation.generation import sample
+from gptbench.run_lock import run_lock
 from gptbench.run_identity import point_link, pretrain_dir, pretrain_settings, record_settings
 from gptbench.data.tokenizer import Tokenizer
 from gptbench.data.tokenizer_stage import run_tokenizer
@@ -33,30 +36,32 @@ from gptbench.training.common import (
     adamw,
     check_resume,
     make_trainer,
-    resumable_checkpoint,
+    resumable_checkpoints,
     step_scheduler,
     warmup_cosine,
 )
 
 
 class PretrainModule(GradientClipping, RngStateMixin, L.LightningModule):
-    """Language-model pre-training of a GPT, for any Lightning Trainer (paper, Section 3.1).
+    """Language-model pre-training of a GPT (or the LSTM of Table 5), for any Lightning Trainer
+    (paper, Section 3.1).
 
     Defaults are the paper's: Adam at 2.5e-4, linear warm-up from 0 over 2,000 updates, cosine
     annealing to 0, decoupled weight decay 0.01 on matrices, and the released code's clipping at 1.
     Logged names: ``train/loss``, ``train/ppl``, ``val/loss``, ``val/ppl``.
 
     Args:
-        model: a GPTConfig (or its dict) for a fresh model, or a GPT to continue training.
+        model: a GPTConfig / LSTMConfig (or a ``model_spec`` dict) for a fresh network, or a
+            network to continue training.
         max_steps: the schedule's length; default: the Trainer's ``max_steps``.
     """
 
-    def __init__(self, model: GPT | GPTConfig | dict, *, lr: float = 2.5e-4, warmup_steps: int = 2000,
+    def __init__(self, model: LanguageModel | ModelConfig | dict, *, lr: float = 2.5e-4, warmup_steps: int = 2000,
                  max_steps: int | None = None, weight_decay: float = 0.01,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, grad_clip: float = 1.0):  # fmt: skip
         super().__init__()
-        if not isinstance(model, GPT):
-            model = GPT(model if isinstance(model, GPTConfig) else GPTConfig(**model))
+        if not isinstance(model, nn.Module):
+            model = build_model(model)
         checks = (("lr", lr, lr > 0), ("eps", eps, eps > 0), ("warmup_steps", warmup_steps, warmup_steps >= 0),
                   ("max_steps", max_steps, max_steps is None or max_steps > 0),
                   ("weight_decay", weight_decay, weight_decay >= 0), ("grad_clip", grad_clip, grad_clip >= 0))  # fmt: skip
@@ -64,7 +69,7 @@ class PretrainModule(GradientClipping, RngStateMixin, L.LightningModule):
             if not ok:
                 raise ValueError(f"{name}={value!r} is out of range")
         self.save_hyperparameters({
-            "model": asdict(model.config), "lr": lr, "warmup_steps": warmup_steps, "max_steps": max_steps,
+            "model": model_spec(model), "lr": lr, "warmup_steps": warmup_steps, "max_steps": max_steps,
             "weight_decay": weight_decay, "betas": tuple(betas), "eps": eps, "grad_clip": grad_clip,
         })  # fmt: skip
         self.model = model
@@ -101,7 +106,7 @@ class PretrainModule(GradientClipping, RngStateMixin, L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         super().on_save_checkpoint(checkpoint)
-        checkpoint["gpt_config"] = asdict(self.model.config)
+        checkpoint["model_config"] = model_spec(self.model)
 
 
 class LogSamples(Callback):
@@ -127,36 +132,80 @@ class LogSamples(Callback):
         writer.add_text("samples", "\n\n".join(lines), trainer.global_step)
 
 
+class Snapshots(Callback):
+    """Exports the model with its tokenizer to ``directory/step<N>/`` when training reaches each of
+    ``steps`` (0: before the first update), for good: zero-shot against updates (Figure 2, right)
+    is measured on them. Each snapshot appears whole (written aside, then renamed); one that exists
+    is not rewritten, so a resumed run simply continues the series."""
+
+    def __init__(self, directory: Path, steps, tokenizer: Tokenizer):
+        self.directory, self.steps, self.tokenizer = Path(directory), set(steps), tokenizer
+
+    def path(self, step: int) -> Path:
+        return self.directory / f"step{step}"
+
+    def _export(self, trainer, pl_module, step: int) -> None:
+        out = self.path(step)
+        if step not in self.steps or not trainer.is_global_zero or (out / "config.json").is_file():
+            return
+        tmp = self.directory / f".step{step}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        pl_module.model.save_pretrained(tmp)
+        self.tokenizer.save(tmp / "tokenizer")
+        os.replace(tmp, out)
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._export(trainer, pl_module, trainer.global_step)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._export(trainer, pl_module, trainer.global_step)
+
+
+def latest_link(cfg: ExperimentConfig) -> Path:
+    """``runs/<name>/pretrain/model`` names the most recently finished Transformer pre-training,
+    ``runs/<name>/pretrain/lstm-model`` the LSTM's."""
+    return cfg.run_dir / "pretrain" / ("model" if cfg.architecture == "transformer" else f"{cfg.architecture}-model")
+
+
 def run_pretrain(cfg: ExperimentConfig) -> Path:
     """Pre-train; returns the directory of the exported model (HF format + tokenizer)."""
     corpus_root = require_dir(cfg.corpus.path, "corpus.path", "GPTBENCH_CORPUS", "a folder of .txt books")
     stage_dir = pretrain_dir(cfg)
+    with run_lock(stage_dir):
+        return _pretrain(cfg, stage_dir, corpus_root)
+
+
+def _pretrain(cfg: ExperimentConfig, stage_dir: Path, corpus_root: Path) -> Path:
     export_dir = stage_dir / "model"
     if (export_dir / "config.json").is_file() and (stage_dir / "metrics.json").is_file():
         print(f"pre-training already complete: {export_dir}")
-        point_link(cfg.run_dir / "pretrain" / "model", export_dir)
+        point_link(latest_link(cfg), export_dir)
         return export_dir
     ckpt = check_resume(stage_dir, cfg.resume)
     L.seed_everything(cfg.seed, workers=True)
     record_settings(stage_dir, pretrain_settings(cfg))
     atomic_write_text(stage_dir / "config.yaml", to_yaml(cfg))
     tokenizer = run_tokenizer(cfg)
-    gpt_config = GPTConfig(**{**asdict(cfg.model), "vocab_size": tokenizer.vocab_size, "n_special": tokenizer.n_special})
+    network = cfg.network_config(tokenizer.vocab_size, tokenizer.n_special)
     p = cfg.pretrain
     data = CorpusDataModule(
-        corpus_root, tokenizer, n_ctx=gpt_config.n_ctx, batch_size=p.batch_size, val_books=cfg.corpus.val_books,
+        corpus_root, tokenizer, n_ctx=network.n_ctx, batch_size=p.batch_size, val_books=cfg.corpus.val_books,
         max_bytes=cfg.corpus.max_bytes, val_windows=p.val_windows, cache_dir=cfg.cache_dir, seed=cfg.seed,
     )  # fmt: skip
-    module = PretrainModule(gpt_config, lr=p.lr, warmup_steps=p.warmup_steps, max_steps=p.max_steps,
+    module = PretrainModule(network, lr=p.lr, warmup_steps=p.warmup_steps, max_steps=p.max_steps,
                             weight_decay=p.weight_decay, betas=p.betas, eps=p.eps, grad_clip=p.grad_clip)  # fmt: skip
     clock = WallClock()
     trainer = make_trainer(
         stage_dir,
         cfg.trainer,
-        # Every checkpoint is kept: zero-shot performance against pre-training updates (the
-        # paper's Figure 2, right) is measured on them.
-        [resumable_checkpoint(stage_dir / "checkpoints", p.checkpoint_every_n_steps, keep_all=True)],
-        extra_callbacks=[TokensPerSecond(), GradNorm(), LogSamples(tokenizer), clock],
+        # Without keep_steps every periodic checkpoint is kept (any of them can be evaluated
+        # later); with keep_steps those steps are exported as snapshots and only the newest
+        # checkpoint is kept, for resuming.
+        # (pre-training is one long epoch: its checkpoints are the periodic ones)
+        resumable_checkpoints(stage_dir / "checkpoints", p.checkpoint_every_n_steps, keep_all=p.keep_steps is None,
+                              epoch_ends=False),
+        extra_callbacks=[TokensPerSecond(), GradNorm(), LogSamples(tokenizer), clock,
+                         Snapshots(stage_dir / "snapshots", p.keep_steps or (), tokenizer)],
         max_steps=p.max_steps,
         val_check_interval=p.val_every_n_steps,
         check_val_every_n_epoch=None,
@@ -173,13 +222,14 @@ def run_pretrain(cfg: ExperimentConfig) -> Path:
         "steps": trainer.global_step,
         "val_loss": val["val/loss"],
         "val_ppl": math.exp(val["val/loss"]),
-        "train_tokens": trainer.global_step * p.batch_size * p.accumulate_grad_batches * gpt_config.n_ctx,
+        "train_tokens": trainer.global_step * p.batch_size * p.accumulate_grad_batches * network.n_ctx,
         "corpus_tokens": {k: int(v.size) for k, v in data.tokens.items()},
         "wall_seconds": clock.total(),  # training, summed over every session of the run
         "parameters": module.model.num_parameters(),
+        "architecture": cfg.architecture,
+        "snapshots": sorted(p.keep_steps or ()),
     }
     atomic_write_json(stage_dir / "metrics.json", metrics)
-    # runs/<name>/pretrain/model always names the most recently finished pre-training.
-    point_link(cfg.run_dir / "pretrain" / "model", export_dir)
+    point_link(latest_link(cfg), export_dir)
     print(f"pre-training done: val loss {metrics['val_loss']:.4f}, val ppl {metrics['val_ppl']:.2f} -> {export_dir}")
     return export_dir
