@@ -14,6 +14,7 @@ The model and tokenizer import light; the Lightning pieces are imported on first
 """
 
 from gptbench.models.gpt import GPT, GPTConfig
+from gptbench.models.lstm import LSTMConfig, LSTMLM
 from gptbench.data.tokenizer import Tokenizer
 
 # name -> module that defines it; imported on first access (PEP 562), so `import gptbench` and
@@ -32,7 +33,7 @@ _LAZY = {
     "load_config": "gptbench.config",
 }
 
-__all__ = ["GPT", "GPTConfig", "Tokenizer", *_LAZY]
+__all__ = ["GPT", "GPTConfig", "LSTMLM", "LSTMConfig", "Tokenizer", *_LAZY]
 __version__ = "0.1.0"
 
 

@@ -42,6 +42,8 @@ def test_sst2_end_to_end(pretrained):
     assert hparams["task"] == "sst2" and hparams["select"] == "holdout"
     assert hparams["hp/dev/accuracy"] == pytest.approx(saved["metrics"]["dev"]["accuracy"])
     assert hparams["hp/last_epoch/dev/accuracy"] == pytest.approx(saved["metrics_last_epoch"]["dev"]["accuracy"])
+    # training, the final scoring and the HParams entry are one TensorBoard event file
+    assert len(list((stage_results(cfg).parent / "tb").glob("events.out.tfevents.*"))) == 1
 
 
 def hparams_in_tensorboard(tb_dir: Path) -> dict:

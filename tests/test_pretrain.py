@@ -1,4 +1,5 @@
 import json
+import time
 
 import pytest
 import torch
@@ -98,6 +99,28 @@ def test_resume_after_a_crash_is_exact(tmp_path, tiny_corpus, cache_dir, monkeyp
     first = load_file(pretrain_dir(straight) / "snapshots" / "step0" / "model.safetensors")
     assert not torch.equal(first["transformer.h.0.attn.c_attn.weight"], a["transformer.h.0.attn.c_attn.weight"])
     assert (pretrain_dir(straight) / "snapshots" / "step0" / "tokenizer" / "tokenizer.json").is_file()
+
+
+def test_resume_after_kill_9_logs_each_step_once(tmp_path, tiny_corpus, cache_dir, monkeypatch):
+    """A kill -9 leaves no on_exception.ckpt: the run resumes from the last periodic checkpoint
+    (step 4) and trains and logs steps 5 and 6 again. TensorBoard shows each step once, with the
+    uninterrupted run's values: what the killed session logged from step 4 on is purged."""
+    base = tiny_overrides(tmp_path, tiny_corpus, cache_dir)
+    straight = load_config("smoke", base + ["name=straight"])
+    pretrain.run_pretrain(straight)
+    killed = load_config("smoke", base + ["name=killed"])
+    with monkeypatch.context() as m:
+        crash_at(m, pretrain, step=7)  # train/loss is logged at steps 1, 3, 5, ...
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            pretrain.run_pretrain(killed)
+    (pretrain_dir(killed) / "checkpoints" / "on_exception.ckpt").unlink()  # as after kill -9
+    assert [s for s, _ in scalars(pretrain_dir(killed), "train/loss")] == [1, 3, 5]
+    # TensorBoard reads event files in name order: creation second, then a per-process counter
+    # (which sorts 10 before 9). A real resume is a later process; here, a later second.
+    time.sleep(1.1)
+    pretrain.run_pretrain(load_config("smoke", base + ["name=killed", "resume=true"]))
+    for tag in ("train/loss", "lr-AdamW/pg1", "val/loss"):
+        assert scalars(pretrain_dir(killed), tag) == scalars(pretrain_dir(straight), tag), tag
 
 
 def test_a_changed_setting_is_a_different_pretraining(tmp_path, tiny_corpus, cache_dir, capsys):

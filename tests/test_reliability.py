@@ -229,3 +229,26 @@ def test_step_checkpoints_keep_the_epoch_end_checkpoint(pretrained):
     ckpts = finetune_dir(cfg) / "checkpoints"
     assert torch.load(ckpts / "last.ckpt", weights_only=True)["global_step"] == 12
     assert sorted(p.name for p in ckpts.glob("*step*.ckpt")) == ["epoch1-step12.ckpt", "step10.ckpt"]
+
+
+def test_a_malformed_test_split_fails_before_training(pretrained, tmp_path):
+    """The labelled test split is read only after training in a naive runner; here every split a
+    run will use is read and validated before the first step, so no training is wasted."""
+    import shutil
+
+    from conftest import DATA
+
+    from gptbench.run_identity import finetune_dir
+    from gptbench.training.finetune import run_finetune
+
+    data = tmp_path / "data"
+    shutil.copytree(DATA / "story_cloze", data / "story_cloze")
+    test_csv = data / "story_cloze" / "cloze_test_test__spring2016 - cloze_test_ALL_test.csv"
+    lines = test_csv.read_text(encoding="utf-8").splitlines()
+    lines[5] = lines[5][: lines[5].rindex(",")] + ",3"  # AnswerRightEnding is the last column
+    test_csv.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    cfg = load_config("smoke", [*pretrained, "finetune.task=story_cloze", f"finetune.data_dir={data}",
+                                "finetune.select=dev", "finetune.seed=77"])  # fmt: skip
+    with pytest.raises(DataError, match=r"ALL_test.csv:6: unknown label '3'"):
+        run_finetune(cfg)
+    assert not (finetune_dir(cfg) / "checkpoints").exists() and not (finetune_dir(cfg) / "tb").exists()

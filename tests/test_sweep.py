@@ -118,10 +118,12 @@ def test_kill_9_mid_sweep_then_rerun_equals_an_uninterrupted_sweep(pretrained, t
     t0 = time.perf_counter()
     process = sweep("killed", killed)
     first = killed / "runs/table2_nli/rte/full/seed1.json"
+    runs_dir = Path(next(o.split("=", 1)[1] for o in pretrained if o.startswith("runs_dir=")))
+    second = runs_dir / "killed" / "finetune" / "rte"
     deadline = time.time() + 300
-    while not first.is_file() and time.time() < deadline:  # the first run is done, the second under way
-        time.sleep(0.2)
-    time.sleep(1.5)
+    # the first run is done and the second has written its first epoch's checkpoint: mid-training
+    while not (first.is_file() and list(second.glob("*/seed2/checkpoints/epoch0-*.ckpt"))) and time.time() < deadline:
+        time.sleep(0.05)
     os.killpg(process.pid, signal.SIGKILL)  # the sweep and its workers, with no chance to clean up
     process.wait()
     assert not (killed / "runs/table2_nli/rte/full/seed2.json").is_file()

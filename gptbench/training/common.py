@@ -210,6 +210,16 @@ class StopOnNonFiniteLoss(Callback):
                             f"stopped before the update; {resume}. Lower the learning rate or check the data.")  # fmt: skip
 
 
+class FlushLogsWithCheckpoints(Callback):
+    """Writes the loggers' buffered events to disk whenever a checkpoint is written (the periodic
+    ones and on_exception.ckpt), so a resumed run's TensorBoard curve has no gap before the step
+    it resumes from."""
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        for logger in trainer.loggers:
+            logger.save()
+
+
 class SaveOnException(Callback):
     """Writes ``on_exception.ckpt`` when training dies (crash, Ctrl-C), so nothing is lost.
 
@@ -243,15 +253,43 @@ def check_resume(stage_dir: Path, resume: bool) -> Path | None:
     return ckpt
 
 
+class RunLogger(TensorBoardLogger):
+    """TensorBoard for one stage: everything it logs, the final evaluation after ``fit`` included,
+    goes to one event file. (Lightning closes the writer when ``fit`` ends, so a later
+    ``validate``/``test`` would open a second file.) Call :meth:`close` when the stage is done."""
+
+    def finalize(self, status: str) -> None:
+        if self._experiment is not None:
+            self._experiment.flush()
+        if status == "success":
+            self.save()
+
+    def close(self) -> None:
+        if self._experiment is not None:
+            self._experiment.close()
+
+
+def checkpoint_step(path: Path | None) -> int | None:
+    """The global step a checkpoint was written at (read without loading its tensors)."""
+    if path is None:
+        return None
+    return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["global_step"])
+
+
 def make_trainer(
     run_dir: Path,
     trainer_cfg: TrainerConfig,
     checkpoints: list[ModelCheckpoint],
     extra_callbacks: list[Callback] = (),
+    resume_from: Path | None = None,
     **kwargs,
 ) -> L.Trainer:
     """A Trainer writing TensorBoard logs to ``run_dir/tb`` and checkpoints to
-    ``run_dir/checkpoints``; an exception (Ctrl-C included) leaves ``on_exception.ckpt``."""
+    ``run_dir/checkpoints``; an exception (Ctrl-C included) leaves ``on_exception.ckpt``.
+
+    Resuming from ``resume_from``, TensorBoard is told to drop what the interrupted session logged
+    at or after the checkpoint's step (``purge_step``): those steps are trained and logged again,
+    and would otherwise show twice."""
     return L.Trainer(
         default_root_dir=run_dir,
         accelerator=trainer_cfg.accelerator,
@@ -260,11 +298,13 @@ def make_trainer(
         strategy=trainer_cfg.strategy,
         precision=trainer_cfg.precision,
         deterministic=trainer_cfg.deterministic,
-        logger=TensorBoardLogger(save_dir=run_dir, name="", version="tb", default_hp_metric=False),
+        logger=RunLogger(save_dir=run_dir, name="", version="tb", default_hp_metric=False,
+                         purge_step=checkpoint_step(resume_from)),  # fmt: skip
         callbacks=[
             *checkpoints,
             SaveOnException(run_dir / "checkpoints" / "on_exception.ckpt"),
             StopOnNonFiniteLoss(run_dir / "checkpoints"),
+            FlushLogsWithCheckpoints(),
             LearningRateMonitor(logging_interval="step"),
             TQDMProgressBar(refresh_rate=10),
             *extra_callbacks,

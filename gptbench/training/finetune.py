@@ -382,15 +382,20 @@ def _finetune(cfg: ExperimentConfig, task: TaskSpec, stage_dir: Path, data_root:
 
     selection_split = data.eval_splits[0]
     selection = f"{selection_split}/{task.metrics[0]}"
-    callbacks = resumable_checkpoints(stage_dir / "checkpoints", f.checkpoint_every_n_steps)
+    callbacks = []
     if select != "last":
+        # Before the resumable checkpoints: Lightning runs checkpoint callbacks in order, so the
+        # epoch's resumable checkpoint records the selection that already counts this epoch. In
+        # the other order, a run killed between the two files resumes at the end of training
+        # with a selection that never saw the last epoch.
         best = ModelCheckpoint(stage_dir / "checkpoints", filename="best", monitor=selection, mode="max",
                                save_top_k=1, auto_insert_metric_name=False, enable_version_counter=False)  # fmt: skip
         callbacks.append(best)
+    callbacks += resumable_checkpoints(stage_dir / "checkpoints", f.checkpoint_every_n_steps)
     steps_per_epoch = data.num_train_batches
     clock = WallClock()
     trainer = make_trainer(
-        stage_dir, cfg.trainer, callbacks, extra_callbacks=[TokensPerSecond(), GradNorm(), clock],
+        stage_dir, cfg.trainer, callbacks, extra_callbacks=[TokensPerSecond(), GradNorm(), clock], resume_from=ckpt,
         max_epochs=f.epochs, val_check_interval=1.0 / f.val_checks_per_epoch,
         log_every_n_steps=max(1, min(50, steps_per_epoch // 4)), num_sanity_val_steps=0,
     )  # fmt: skip
@@ -439,6 +444,7 @@ def _finetune(cfg: ExperimentConfig, task: TaskSpec, stage_dir: Path, data_root:
         "wall_seconds": clock.total(),  # training, summed over every session of the run
     }
     log_hparams(trainer, cfg, results)
+    trainer.logger.close()
     atomic_write_json(stage_dir / "results.json", results)
     print(f"{task.name}: selection {select}" + (f" on {results['selection']['split']}" if select != "last" else "")
           + f", epoch {chosen['epoch']}")  # fmt: skip

@@ -206,6 +206,7 @@ def _pretrain(cfg: ExperimentConfig, stage_dir: Path, corpus_root: Path) -> Path
                               epoch_ends=False),
         extra_callbacks=[TokensPerSecond(), GradNorm(), LogSamples(tokenizer), clock,
                          Snapshots(stage_dir / "snapshots", p.keep_steps or (), tokenizer)],
+        resume_from=ckpt,
         max_steps=p.max_steps,
         val_check_interval=p.val_every_n_steps,
         check_val_every_n_epoch=None,
@@ -216,6 +217,7 @@ def _pretrain(cfg: ExperimentConfig, stage_dir: Path, corpus_root: Path) -> Path
     if trainer.interrupted or trainer.global_step < p.max_steps:
         raise SystemExit(f"pre-training stopped at step {trainer.global_step}/{p.max_steps}; rerun with resume=true")
     val = trainer.validate(module, datamodule=data, verbose=False)[0]
+    trainer.logger.close()
     module.model.save_pretrained(export_dir)
     tokenizer.save(export_dir / "tokenizer")
     metrics = {
