@@ -145,6 +145,21 @@ examples:
 """
 
 
+def _bench(args) -> None:
+    import os
+
+    from gptbench.suite.bench import run_bench
+
+    paths = {"--data-dir / GPTBENCH_DATA": args.data_dir or os.environ.get("GPTBENCH_DATA"),
+             "--gpt1-dir / GPTBENCH_GPT1": args.gpt1_dir or os.environ.get("GPTBENCH_GPT1")}  # fmt: skip
+    for key, path in paths.items():
+        if not path or not Path(path).is_dir():
+            raise ConfigError(f"bench: {key} must name a directory (RACE dev and GPT-1's BPE are benchmarked), "
+                              f"got {path!r}")  # fmt: skip
+    data, gpt1 = (Path(p) for p in paths.values())
+    run_bench(Path(args.out), data, gpt1, reps=args.reps, steps=args.steps, race=args.race)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gptbench", description=__doc__.split("\n")[0], epilog=_epilog(),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
@@ -182,6 +197,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="tasks=sst2,cola,race,dprd max_examples=N data_dir=PATH gpt1_dir=PATH "
                    "out=PATH.json device=cpu|cuda")  # fmt: skip
     p.set_defaults(fn=_zeroshot)
+    p = sub.add_parser("bench", help="gptbench's speed beside its references (ratios, medians of interleaved runs)")
+    p.add_argument("--reps", type=int, default=5, help="interleaved repetitions per figure (default 5)")
+    p.add_argument("--steps", type=int, default=3, help="optimizer steps per timed repetition (default 3)")
+    p.add_argument("--race", type=int, default=200, help="RACE dev questions for zero-shot scoring (default 200)")
+    p.add_argument("--out", default="results/bench", help="where bench.json is written (default results/bench)")
+    p.add_argument("--data-dir", help="benchmark data root (default $GPTBENCH_DATA)")
+    p.add_argument("--gpt1-dir", help="GPT-1's BPE files (default $GPTBENCH_GPT1)")
+    p.set_defaults(fn=_bench)
     return parser
 
 
