@@ -18,12 +18,13 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from gptbench.models.gpt import GPTConfig
+from gptbench.models import ARCHITECTURES as NETWORKS
 from gptbench.models.lstm import LSTMConfig
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
 PRECISIONS = ("32-true", "32", "bf16-mixed", "bf16-true", "16-mixed")
 SELECTIONS = ("auto", "holdout", "dev", "last")
-ARCHITECTURES = ("transformer", "lstm")
+ARCHITECTURES = tuple(NETWORKS)  # transformer, lstm
 
 
 class ConfigError(ValueError):

@@ -168,8 +168,17 @@ def best_threshold(scores, labels) -> tuple[float, float]:
 
 
 # ---- the four heuristics ---------------------------------------------------------------------
+# Encodings by tokenizer fingerprint, then text: a zero-shot curve scores the same texts on every
+# snapshot of a pre-training (one tokenizer), so each text goes through the pipeline once.
+_ENCODINGS: dict[str, dict[str, list[int]]] = {}
+
+
 def _enc(tokenizer: Tokenizer, texts: list[str]) -> list[list[int]]:
-    return tokenizer.encode_batch(texts, num_workers=1)
+    cache = _ENCODINGS.setdefault(tokenizer.fingerprint, {})
+    missing = list(dict.fromkeys(t for t in texts if t not in cache))
+    if missing:
+        cache.update(zip(missing, tokenizer.encode_batch(missing, num_workers=1)))
+    return [cache[t] for t in texts]
 
 
 def cola_scores(model, tokenizer, texts: list[str], batch_size: int = 32) -> np.ndarray:

@@ -24,12 +24,11 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from gptbench.config import EXPERIMENTS_DIR, ConfigError, experiment_files, load_config
+from gptbench.config import ARCHITECTURES, EXPERIMENTS_DIR, ConfigError, experiment_files, load_config
 from gptbench.io import atomic_write_json
 from gptbench.run_identity import pretrain_dir, pretrain_settings, settings_key
 
 LAYERS_TABLE = "figure2_layers"
-ARCHITECTURES = ("transformer", "lstm")
 
 
 # ---- the zero-shot curve (Figure 2, right) ---------------------------------------------------
