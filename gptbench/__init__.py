@@ -21,7 +21,9 @@ from gptbench.data.tokenizer import Tokenizer
 # the command line stay fast while `gptbench.FinetuneModule` works as a plain attribute.
 _LAZY = {
     "FinetuneModule": "gptbench.training.finetune",
-    "TaskHead": "gptbench.training.finetune",
+    "TaskHead": "gptbench.models.task_head",
+    "TaskModel": "gptbench.training.task_model",
+    "generate": "gptbench.models.decoding",
     "PretrainModule": "gptbench.training.pretrain",
     "TaskDataModule": "gptbench.data.task_data",
     "datamodule": "gptbench.data.task_data",

@@ -1,4 +1,4 @@
-"""Command line: gptbench pretrain|finetune|reproduce|sweep|report|zeroshot|data.
+"""Command line: gptbench pretrain|finetune|reproduce|sweep|report|zeroshot|generate|data|bench.
 
 Every command takes a config (a YAML path or a preset name from experiments/) followed by
 key=value overrides, e.g. gptbench finetune smoke finetune.task=sst2 finetune.lm_coef=0.
@@ -83,21 +83,30 @@ def _data(args) -> None:
 
 
 ZEROSHOT_KEYS = ("tasks", "max_examples", "data_dir", "gpt1_dir", "out", "device")
+GENERATE_KEYS = ("max_new_tokens", "strategy", "num_beams", "length_penalty", "temperature", "top_k", "top_p",
+                 "num_return_sequences", "seed", "context", "gpt1_dir", "device")  # fmt: skip
+
+
+def _options(command: str, overrides: list[str], keys: tuple[str, ...]) -> dict[str, str]:
+    """``key=value`` arguments of a command that takes a checkpoint rather than a config."""
+    opts = {}
+    for o in overrides:
+        key, sep, value = o.partition("=")
+        if not sep or key not in keys:
+            raise ConfigError(f"{command}: expected key=value with key in {list(keys)}, got {o!r}")
+        opts[key] = value
+    return opts
 
 
 def _zeroshot(args) -> None:
     """The paper's zero-shot heuristics (Section 5) on a checkpoint: print a table, optionally JSON."""
     import os
 
-    from gptbench.evaluation.zeroshot import ZERO_SHOT_TASKS, evaluate_zero_shot, format_table, load_model_and_tokenizer
+    from gptbench.evaluation.loading import load_model_and_tokenizer
+    from gptbench.evaluation.zeroshot import ZERO_SHOT_TASKS, evaluate_zero_shot, format_table
     from gptbench.io import atomic_write_json
 
-    opts = {}
-    for o in args.overrides:
-        key, sep, value = o.partition("=")
-        if not sep or key not in ZEROSHOT_KEYS:
-            raise ConfigError(f"zeroshot: expected key=value with key in {list(ZEROSHOT_KEYS)}, got {o!r}")
-        opts[key] = value
+    opts = _options("zeroshot", args.overrides, ZEROSHOT_KEYS)
     tasks = [t.strip() for t in opts.get("tasks", ",".join(ZERO_SHOT_TASKS)).strip("[]").split(",") if t.strip()]
     unknown = [t for t in tasks if t not in ZERO_SHOT_TASKS]
     if unknown:
@@ -115,6 +124,41 @@ def _zeroshot(args) -> None:
     if opts.get("out"):
         atomic_write_json(opts["out"], {"checkpoint": str(args.checkpoint), "results": results})
         print(f"written {opts['out']}")
+
+
+def _generate(args) -> None:
+    """Continue a prompt with a checkpoint's language model and print the text."""
+    import dataclasses
+
+    from gptbench.evaluation.loading import load_model_and_tokenizer
+    from gptbench.models.decoding import GenerationConfig
+
+    opts = _options("generate", args.overrides, GENERATE_KEYS)
+    loading = {k: opts.pop(k, None) for k in ("gpt1_dir", "device")}
+    types = {f.name: f.type for f in dataclasses.fields(GenerationConfig)}
+    options = {}
+    for key, value in opts.items():
+        kind = int if "int" in types[key] else float if "float" in types[key] else str
+        try:
+            options[key] = None if value.lower() == "none" and "None" in types[key] else kind(value)
+        except ValueError:
+            raise ConfigError(f"generate: {key} must be {kind.__name__}, got {value!r}") from None
+    try:
+        config = GenerationConfig(**options).validate()
+    except ValueError as e:
+        raise ConfigError(f"generate: {e}") from None
+    if not args.prompt.strip():
+        raise ConfigError("generate: the prompt is empty")
+    model, tokenizer = load_model_and_tokenizer(args.checkpoint, loading["gpt1_dir"], loading["device"])
+    ids = tokenizer.encode(args.prompt)
+    try:
+        out = model.generate(ids, **dataclasses.asdict(config))
+    except ValueError as e:  # a prompt longer than the context under context=stop
+        raise ConfigError(f"generate: {e}") from None
+    for i, row in enumerate(out.tolist()):
+        if len(out) > 1:
+            print(f"--- {i + 1} ---")
+        print(f"{tokenizer.decode(row[: len(ids)])} >>> {tokenizer.decode(row[len(ids):])}")
 
 
 def _epilog() -> str:
@@ -140,6 +184,7 @@ examples:
   gptbench finetune smoke task=rte finetune.seed=2  one fine-tune, after pre-training
   gptbench sweep table4_glue smoke seeds=[1,2,3]    a paper table, three seeds
   gptbench zeroshot runs/smoke/pretrain/model       the zero-shot heuristics of a checkpoint
+  gptbench generate runs/smoke/pretrain/model "the old man" strategy=sample top_p=0.9 seed=1
   gptbench data rte                                 what data a task has here
   gptbench report results/smoke                     regenerate the leaderboard
 """
@@ -151,13 +196,14 @@ def _bench(args) -> None:
     from gptbench.suite.bench import run_bench
 
     paths = {"--data-dir / GPTBENCH_DATA": args.data_dir or os.environ.get("GPTBENCH_DATA"),
-             "--gpt1-dir / GPTBENCH_GPT1": args.gpt1_dir or os.environ.get("GPTBENCH_GPT1")}  # fmt: skip
+             "--gpt1-dir / GPTBENCH_GPT1": args.gpt1_dir or os.environ.get("GPTBENCH_GPT1"),
+             "--corpus-dir / GPTBENCH_CORPUS": args.corpus_dir or os.environ.get("GPTBENCH_CORPUS")}  # fmt: skip
     for key, path in paths.items():
         if not path or not Path(path).is_dir():
-            raise ConfigError(f"bench: {key} must name a directory (RACE dev and GPT-1's BPE are benchmarked), "
-                              f"got {path!r}")  # fmt: skip
-    data, gpt1 = (Path(p) for p in paths.values())
-    run_bench(Path(args.out), data, gpt1, reps=args.reps, steps=args.steps, race=args.race)
+            raise ConfigError(f"bench: {key} must name a directory (RACE dev, GPT-1's BPE and book text are "
+                              f"benchmarked), got {path!r}")  # fmt: skip
+    data, gpt1, corpus = (Path(p) for p in paths.values())
+    run_bench(Path(args.out), data, gpt1, corpus, reps=args.reps, steps=args.steps, race=args.race, texts=args.texts)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -197,13 +243,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="tasks=sst2,cola,race,dprd max_examples=N data_dir=PATH gpt1_dir=PATH "
                    "out=PATH.json device=cpu|cuda")  # fmt: skip
     p.set_defaults(fn=_zeroshot)
+    p = sub.add_parser("generate", help="continue a prompt: greedy, beam search or sampling (top-k, top-p)")
+    p.add_argument("checkpoint", help="gptbench model dir, .ckpt, Hugging Face openai-gpt dir or OpenAI model/ dir")
+    p.add_argument("prompt", help="the text to continue")
+    p.add_argument("overrides", nargs="*", help="max_new_tokens=50 strategy=greedy|beam|sample num_beams=4 "
+                   "length_penalty=1 temperature=1 top_k=N top_p=P num_return_sequences=1 seed=N context=stop|slide "
+                   "gpt1_dir=PATH device=cpu|cuda")  # fmt: skip
+    p.set_defaults(fn=_generate)
     p = sub.add_parser("bench", help="gptbench's speed beside its references (ratios, medians of interleaved runs)")
     p.add_argument("--reps", type=int, default=5, help="interleaved repetitions per figure (default 5)")
     p.add_argument("--steps", type=int, default=3, help="optimizer steps per timed repetition (default 3)")
     p.add_argument("--race", type=int, default=200, help="RACE dev questions for zero-shot scoring (default 200)")
+    p.add_argument("--texts", type=int, default=2000, help="texts for the tokenizer figure (default 2000)")
     p.add_argument("--out", default="results/bench", help="where bench.json is written (default results/bench)")
     p.add_argument("--data-dir", help="benchmark data root (default $GPTBENCH_DATA)")
     p.add_argument("--gpt1-dir", help="GPT-1's BPE files (default $GPTBENCH_GPT1)")
+    p.add_argument("--corpus-dir", help="the books (default $GPTBENCH_CORPUS)")
     p.set_defaults(fn=_bench)
     return parser
 

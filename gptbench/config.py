@@ -108,6 +108,9 @@ class FinetuneConfig:
     max_eval_examples: Optional[int] = None  # a fixed random subset (the same for every seed)
     length_grouped: bool = False  # batch training examples of similar length together
     score_train: bool = False  # also score the examples trained on, with the reported checkpoint (Figure 2 left)
+    # A linear probe: the network is frozen (and in eval mode: no dropout), only the task head
+    # trains, through the same pipeline; needs lm_coef=0 (the LM loss would train nothing).
+    freeze_body: bool = False
     data_dir: Optional[str] = "${oc.env:GPTBENCH_DATA,null}"  # root of the benchmark data
     num_workers: int = 0
     val_checks_per_epoch: int = 1
@@ -322,6 +325,8 @@ def validate(cfg: ExperimentConfig) -> None:
     n_layer = cfg.model.n_layer if cfg.architecture == "transformer" else cfg.lstm.n_layer
     check(-1 <= f.n_transfer <= n_layer, "finetune.n_transfer", f"-1 (all) or 0..{n_layer}", f.n_transfer)
     check(f.lm_coef >= 0, "finetune.lm_coef", ">= 0", f.lm_coef)
+    check(not (f.freeze_body and f.lm_coef > 0), "finetune.lm_coef", "0 with finetune.freeze_body=true (a frozen "
+          "network has nothing for the auxiliary LM loss to train)", f.lm_coef)  # fmt: skip
     check(0 <= f.warmup_fraction < 1, "finetune.warmup_fraction", "in [0, 1)", f.warmup_fraction)
     check(0 <= f.clf_pdrop < 1, "finetune.clf_pdrop", "in [0, 1)", f.clf_pdrop)
     for section, key in (("pretrain", "lr"), ("finetune", "lr"), ("pretrain", "eps"), ("finetune", "eps")):

@@ -78,8 +78,9 @@ def finetune_settings(cfg: ExperimentConfig) -> dict:
     f = asdict(cfg.finetune)
     for unkeyed in ("seed", "data_dir", "num_workers", "checkpoint_every_n_steps"):
         f.pop(unkeyed)
-    if not f["score_train"]:  # keys of runs that do not score train are as before the option existed
-        f.pop("score_train")
+    for option in ("score_train", "freeze_body"):  # keys of runs without them are as before the options existed
+        if not f[option]:
+            f.pop(option)
     if cfg.finetune.init == "pretrained":
         init = {"pretrain": pretrain_settings(cfg)}
     elif cfg.finetune.init == "none":

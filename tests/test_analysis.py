@@ -9,6 +9,7 @@ from conftest import DATA, tiny_overrides
 
 from gptbench.config import ConfigError, load_config
 from gptbench.evaluation import zeroshot as zs
+from gptbench.evaluation.loading import load_model_and_tokenizer
 from gptbench.models import LSTMConfig, LSTMLM, build_model, load_pretrained, model_spec
 from gptbench.models.checkpoints import CheckpointError
 from gptbench.models.gpt import GPT, GPTConfig
@@ -118,7 +119,7 @@ def test_zero_shot_on_an_lstm_checkpoint(pretrained):
 
     cfg = load_config("smoke", [*pretrained, "architecture=lstm"])
     run_pretrain(cfg)
-    model, tok = zs.load_model_and_tokenizer(pretrain_dir(cfg) / "snapshots" / "step12", device="cpu")
+    model, tok = load_model_and_tokenizer(pretrain_dir(cfg) / "snapshots" / "step12", device="cpu")
     assert isinstance(model, LSTMLM) and not model.training
     results = zs.evaluate_zero_shot(model, tok, ["sst2", "race"], DATA, max_examples=6)
     assert results["sst2"]["n"] == 6 and 0 <= results["race"]["score"] <= 1

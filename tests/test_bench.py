@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from conftest import DATA, GPT1
+from conftest import CORPUS, DATA, GPT1
 
 from gptbench.cli import main
 from gptbench.suite.bench import interleaved, run_bench
@@ -11,11 +11,13 @@ from gptbench.suite.bench import interleaved, run_bench
 
 def test_bench_measures_every_figure_beside_its_reference(tmp_path, capsys):
     tiny = {"tiny": dict(n_layer=1, n_embd=32, n_head=2, n_ctx=16, vocab=100, batch=2)}
-    figures = run_bench(tmp_path, DATA, GPT1, reps=1, steps=1, race=2, sizes=tiny)
-    assert [f.name for f in figures] == ["pre-training step, tiny", "pre-training MFU, tiny", "zero-shot RACE dev"]
+    figures = run_bench(tmp_path, DATA, GPT1, CORPUS, reps=1, steps=1, race=2, texts=40, sizes=tiny)
+    assert [f.name for f in figures] == ["pre-training step, tiny", "pre-training MFU, tiny", "zero-shot RACE dev",
+                                         "GPT-1 tokenizer", "greedy generation, tiny"]  # fmt: skip
     for f in figures:  # the ratio is ours over the reference's, measured in this run (MFU: over the matmul rate)
         assert f.ours > 0 and f.reference > 0 and f.ratio == pytest.approx(f.ours / f.reference)
-    assert "max |score diff|" in figures[-1].note and float(figures[-1].note.rsplit(" ", 1)[1]) < 1e-4
+    assert "max |score diff|" in figures[2].note and float(figures[2].note.rsplit(" ", 1)[1]) < 1e-4
+    assert figures[3].note.endswith("identical ids: 40/40") and figures[4].note.endswith("same ids: True")
     saved = json.loads((tmp_path / "bench.json").read_text())
     assert [f["name"] for f in saved["figures"]] == [f.name for f in figures] and saved["reps"] == 1
     out = capsys.readouterr().out
@@ -30,5 +32,5 @@ def test_interleaved_takes_turns_and_medians():
 
 def test_bench_needs_its_data(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("GPTBENCH_DATA", raising=False)
-    assert main(["bench", "--out", str(tmp_path), "--gpt1-dir", str(GPT1)]) == 2
+    assert main(["bench", "--out", str(tmp_path), "--gpt1-dir", str(GPT1), "--corpus-dir", str(CORPUS)]) == 2
     assert "--data-dir / GPTBENCH_DATA must name a directory" in capsys.readouterr().err

@@ -161,6 +161,30 @@ def test_n_transfer_reinitialises_later_blocks(pretrained):
     assert finetune.initial_module(load_config("smoke", pretrained + ["finetune.init=none"]))[2].startswith("none")
 
 
+def test_linear_probe_trains_only_the_head(pretrained):
+    from gptbench.config import ConfigError
+    from gptbench.training.task_model import TaskModel
+
+    cfg = load_config("smoke", pretrained + ["finetune.task=rte", "finetune.freeze_body=true", "finetune.lm_coef=0",
+                                             "finetune.lr=1e-2"])  # fmt: skip
+    results = finetune.run_finetune(cfg)
+    assert results["finetune"]["freeze_body"] is True
+    (stage,) = (cfg.run_dir / "finetune" / "rte").glob(f"{results['settings_key']}/seed{cfg.finetune_seed}")
+    probe = TaskModel.from_pretrained(stage / "model", device="cpu")
+    reference = GPT.from_pretrained(cfg.run_dir / "pretrain" / "model")
+    v = reference.config.vocab_size  # the BPE rows and every block are the pre-trained ones, unchanged
+    assert torch.equal(probe.model.tokens_embed.weight[:v], reference.tokens_embed.weight[:v])
+    for mine, theirs in zip(probe.model.h.parameters(), reference.h.parameters()):
+        assert torch.equal(mine, theirs)
+    module, _, _ = finetune.initial_module(cfg)
+    assert all(not p.requires_grad for p in module.model.parameters())
+    assert module.train().model.training is False and module.head.training is True  # no dropout in the body
+    full = finetune.run_finetune(load_config("smoke", pretrained + ["finetune.task=rte"]))
+    assert full["settings_key"] != results["settings_key"]
+    with pytest.raises(ConfigError, match="finetune.lm_coef=0.5: expected 0 with finetune.freeze_body=true"):
+        load_config("smoke", pretrained + ["finetune.freeze_body=true"])
+
+
 def test_foreign_weights_must_match_the_tokenizer(pretrained, tmp_path):
     from gptbench.models.checkpoints import CheckpointError
     from gptbench.config import ConfigError

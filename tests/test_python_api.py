@@ -42,6 +42,7 @@ def test_readme_python_blocks_run(pretrained, cache_dir, tmp_path, monkeypatch, 
     assert [int(r.split("\t")[0]) for r in rows[1:]] == list(range(3000))
     assert {r.split("\t")[1] for r in rows[1:]} <= {"entailment", "not_entailment"}
     assert (repo / "export" / "model.safetensors").is_file()  # the loading block ran too
+    assert (repo / "rte-model" / "task_head.safetensors").is_file()  # and the task-model block
 
 
 @pytest.fixture(scope="module")

@@ -196,7 +196,8 @@ def test_table5_and_figure2_placeholders(results):
 
 
 def test_table5_rows_mnli_mean_and_average_over_shared_columns(tmp_path):
-    for variant, cola, mnli_m, mnli_mm in [("full", 0.40, 0.80, 0.70), ("no_pretraining", 0.10, 0.60, 0.62)]:
+    for variant, cola, mnli_m, mnli_mm in [("full", 0.40, 0.80, 0.70), ("no_pretraining", 0.10, 0.60, 0.62),
+                                           ("linear_probe", 0.45, 0.50, 0.52)]:  # fmt: skip
         metrics = {"dev": {"matthews": cola}} if cola is not None else {}
         put(tmp_path, "table5_ablations", done("cola", 1, metrics, variant=variant))
         put(tmp_path, "table5_ablations", done("mnli", 1, {"dev_matched": {"accuracy": mnli_m},
@@ -224,6 +225,11 @@ def test_table5_rows_mnli_mean_and_average_over_shared_columns(tmp_path):
     assert (tmp_path / "figures" / "table5_ablations.png").is_file()
     claims = {c["id"]: c for c in json.loads((tmp_path / "leaderboard.json").read_text())["claims"]}
     assert claims["pretraining"]["verdict"] == "shown" and claims["lstm"]["verdict"] == "not tested"
+    assert claims["probe_floor"]["verdict"] == "partly"
+    assert claims["probe_floor"]["evidence"].startswith("the full fine-tune is at or above its probe on 1 of 2 columns: "
+                                                        "CoLA 40.0 vs 45.0 (−5.0); MNLI 75.0 vs 51.0 (+24.0)")
+    assert claims["probe_floor"]["evidence"].endswith("below the probe on CoLA: the fine-tuning settings, not the "
+                                                      "model, limit those")
     assert ("| Pre-training helps every task (Table 5: full vs no pre-training) | shown | full beats no pre-training "
             "on 2 of 2 columns present: CoLA 40.0 vs 10.0 (+30.0); MNLI 75.0 vs 61.0 (+14.0)") in md
 

@@ -3,7 +3,7 @@ import random
 
 import pytest
 from conftest import CORPUS, DATA, GPT1
-from reference_text_utils import TextEncoder
+from gptbench.suite.released_text_encoder import TextEncoder
 
 from gptbench import Tokenizer
 from gptbench.data.corpus import book_text

@@ -12,6 +12,7 @@ import torch
 from conftest import DATA, pretrained_model
 from gptbench.cli import main
 from gptbench.evaluation import zeroshot as zs
+from gptbench.evaluation.loading import load_model_and_tokenizer
 from gptbench.models.gpt import GPT, GPTConfig
 
 
@@ -115,7 +116,7 @@ def test_normalised_score():
 
 def test_end_to_end_tiny_pretrained(pretrained, tmp_path, capsys):
     model_dir = pretrained_model(pretrained)
-    model, tok = zs.load_model_and_tokenizer(model_dir, device="cpu")
+    model, tok = load_model_and_tokenizer(model_dir, device="cpu")
     results = zs.evaluate_zero_shot(model, tok, zs.ZERO_SHOT_TASKS, DATA, max_examples=8)
     assert set(results) == set(zs.ZERO_SHOT_TASKS)
     for task, r in results.items():

@@ -1,1 +1,1 @@
-"""Scoring: task metrics, text generation, GLUE submission files."""
+"""Scoring: task metrics, the zero-shot heuristics, GLUE submission files."""

@@ -49,7 +49,7 @@ import torch.nn.functional as F
 
 from gptbench.config import ConfigError
 from gptbench.data.tokenizer import Tokenizer
-from gptbench.models import LanguageModel, load_pretrained
+from gptbench.models import LanguageModel
 
 ZERO_SHOT_TASKS = ("sst2", "cola", "race", "dprd")
 EVAL_SPLIT = {"sst2": "dev", "cola": "dev", "race": "dev", "dprd": "test"}
@@ -306,27 +306,6 @@ def evaluate_zero_shot(model, tokenizer, tasks=ZERO_SHOT_TASKS, data_root=None, 
     if unknown:
         raise ConfigError(f"zero-shot task(s) {unknown} unknown; known: {list(ZERO_SHOT_TASKS)}")
     return {t: evaluate_task(model, tokenizer, t, data_root, max_examples) for t in tasks}
-
-
-def load_model_and_tokenizer(path, gpt1_dir=None, device: str | None = None) -> tuple[LanguageModel, Tokenizer]:
-    """A checkpoint (gptbench export dir, .ckpt, HF openai-gpt dir, OpenAI .npy dir) and its
-    tokenizer: ``tokenizer/`` beside or inside it, else GPT-1's 40k BPE from ``gpt1_dir``."""
-    path = Path(path)
-    if not path.exists():
-        raise ConfigError(f"checkpoint {path} does not exist")
-    tok_dir = (path if path.is_dir() else path.parent) / "tokenizer"
-    if (tok_dir / "tokenizer.json").is_file():
-        tokenizer = Tokenizer.load(tok_dir)
-    elif gpt1_dir:
-        g = Path(gpt1_dir)
-        tokenizer = Tokenizer.gpt1(g / "encoder_bpe_40000.json", g / "vocab_40000.bpe")
-    else:
-        raise ConfigError(f"{path}: no tokenizer/ beside the weights; pass gpt1_dir=PATH for GPT-1 weights")
-    model = load_pretrained(path, dropout={"embd_pdrop": 0.0, "attn_pdrop": 0.0, "resid_pdrop": 0.0})
-    if model.config.vocab_size != tokenizer.vocab_size:
-        raise ConfigError(f"{path}: model vocabulary {model.config.vocab_size} != tokenizer vocabulary {tokenizer.vocab_size}")
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    return model.to(device).eval(), tokenizer
 
 
 def format_table(results: dict) -> str:

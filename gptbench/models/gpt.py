@@ -25,6 +25,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from gptbench.models.decoding import GenerationMixin
+
 # Per-layer key/value states: one (key, value) pair of shape (B, H, T_past, D) per block.
 PastKeyValues = tuple[tuple[torch.Tensor, torch.Tensor], ...]
 
@@ -131,7 +133,7 @@ class Block(nn.Module):
         return x, present
 
 
-class GPT(nn.Module):
+class GPT(nn.Module, GenerationMixin):
     """The GPT-1 network: token + learned position embeddings, ``n_layer`` post-LN blocks, and a
     tied LM head (:meth:`lm_head`). ``forward`` returns the last hidden states; ``lm_logits``
     the next-token logits; :meth:`from_pretrained` / :meth:`save_pretrained` read and write
@@ -260,6 +262,11 @@ class GPT(nn.Module):
     def expand_past(past: PastKeyValues, batch: int) -> PastKeyValues:
         """A batch-1 prefix's key/value states repeated (as views) for ``batch`` continuations."""
         return tuple((k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1)) for k, v in past)
+
+    @staticmethod
+    def select_past(past: PastKeyValues, rows: torch.Tensor) -> PastKeyValues:
+        """The key/value states of sequences ``rows`` (N,), in that order (beam search's reordering)."""
+        return tuple((k[rows], v[rows]) for k, v in past)
 
     def reinit_blocks_from(self, first: int) -> None:
         """Randomly re-initialise blocks ``first..n_layer-1``: transfer only the embeddings and the

@@ -8,7 +8,7 @@ calls as :class:`gptbench.models.gpt.GPT`, and the training code never asks whic
   "past" is the LSTM's (h, c) state after the prefix, for prefix reuse in zero-shot scoring;
 - ``lm_head(hidden)``, ``lm_logits(input_ids)``: the LM head is tied to the token embedding;
 - ``init_special_embeddings()``, ``reinit_blocks_from(n)``, ``expand_past(past, B)``,
-  ``num_parameters()``, ``save_pretrained(dir)``.
+  ``select_past(past, rows)``, ``generate(...)``, ``num_parameters()``, ``save_pretrained(dir)``.
 
 Shapes: B = batch, T = time, E = n_embd (embedding width, and the width of the hidden states the
 heads read), H = n_hidden (LSTM units). The LSTM projects its H-unit output down to E
@@ -30,6 +30,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from gptbench.models.decoding import GenerationMixin
 
 # The (h, c) state after the prefix: h (n_layer, B, E), c (n_layer, B, H).
 LSTMState = tuple[torch.Tensor, torch.Tensor]
@@ -70,7 +72,7 @@ class LSTMConfig:
         return self.vocab_size + self.n_special
 
 
-class LSTMLM(nn.Module):
+class LSTMLM(nn.Module, GenerationMixin):
     """Token embedding -> ``n_layer`` LSTM layers of ``n_hidden`` units projected to ``n_embd`` ->
     tied LM head. Same calls as GPT (see the module docstring)."""
 
@@ -118,6 +120,12 @@ class LSTMLM(nn.Module):
         """A batch-1 prefix state repeated for ``batch`` continuations."""
         h, c = past
         return h.expand(-1, batch, -1).contiguous(), c.expand(-1, batch, -1).contiguous()
+
+    @staticmethod
+    def select_past(past: LSTMState, rows: torch.Tensor) -> LSTMState:
+        """The states of sequences ``rows`` (N,), in that order (beam search's reordering)."""
+        h, c = past
+        return h[:, rows], c[:, rows]
 
     def reinit_blocks_from(self, first: int) -> None:
         """Re-draw the weights of LSTM layers ``first..n_layer-1`` (PyTorch's LSTM initialisation,

@@ -12,7 +12,12 @@ Figures measured here:
 - pre-training MFU: the model's FLOPs/s (6 x matmul parameters + 12 x layers x context x width
   per token, the PaLM count) over this machine's fp32 matmul rate, measured in the same run;
 - zero-shot RACE dev scoring in questions/s: candidates sharing the article + question's key/value
-  states, against one full sequence per candidate.
+  states, against one full sequence per candidate;
+- GPT-1's tokenizer in texts/s on book paragraphs and task sentences, against the released
+  pipeline (pure-Python BPE after ftfy + spaCy, :mod:`gptbench.suite.released_text_encoder`);
+  the ids must be identical;
+- greedy generation in tokens/s: incremental decoding with the key/value cache, against
+  recomputing the whole sequence for every new token (both must give the same ids).
 """
 
 from __future__ import annotations
@@ -153,8 +158,67 @@ def zero_shot_race_figure(data_dir: Path, gpt1_dir: Path, n: int, reps: int, n_c
                   f"{len(items)} questions, context {n_ctx}, max |score diff| {diff:.1e}")  # fmt: skip
 
 
-def run_bench(out_dir: Path, data_dir: Path, gpt1_dir: Path, reps: int = 5, steps: int = 3, race: int = 200,
-              sizes: dict[str, dict] | None = None) -> list[Figure]:  # fmt: skip
+def bench_texts(corpus_dir: Path, data_dir: Path, n: int, seed: int = 0) -> list[str]:
+    """``n`` texts: half paragraphs of random books, half sentences of GLUE dev files."""
+    import random
+
+    from gptbench.data.corpus import book_text
+    from gptbench.tasks import get_task
+
+    rng = random.Random(seed)
+    books = sorted(corpus_dir.rglob("*.txt"))
+    paragraphs = []
+    for book in rng.sample(books, min(10, len(books))):
+        paragraphs += [p for p in book_text(book).split("\n") if len(p) > 40]  # one paragraph per line
+    sentences = [v for task in ("sst2", "rte", "mrpc", "cola") for r in get_task(task).read("dev", data_dir)[0]
+                 for k, v in r.items() if isinstance(v, str) and k != "label"]  # fmt: skip
+    return rng.sample(paragraphs, min(n // 2, len(paragraphs))) + rng.sample(sentences, n - n // 2)
+
+
+def tokenizer_figure(corpus_dir: Path, data_dir: Path, gpt1_dir: Path, n: int, reps: int) -> Figure:
+    """Texts/s of gptbench's GPT-1 tokenizer (both cores) and of the released pipeline."""
+    from gptbench.data.tokenizer import Tokenizer
+    from gptbench.suite.released_text_encoder import TextEncoder
+
+    encoder, bpe = gpt1_dir / "encoder_bpe_40000.json", gpt1_dir / "vocab_40000.bpe"
+    ours, released = Tokenizer.gpt1(encoder, bpe), TextEncoder(encoder, bpe)
+    texts = bench_texts(corpus_dir, data_dir, n)
+    same = sum(a == released.encode(t) for a, t in zip(ours.encode_batch(texts), texts))  # also warms both up
+    seconds = interleaved({"ours": lambda: ours.encode_batch(texts),
+                           "released": lambda: [released.encode(t) for t in texts]}, reps)  # fmt: skip
+    fast, slow = len(texts) / seconds["ours"], len(texts) / seconds["released"]
+    return Figure("GPT-1 tokenizer", fast, slow, "texts/s", ">= 5x", fast / slow,
+                  f"{len(texts)} texts (book paragraphs, GLUE sentences); identical ids: {same}/{len(texts)}")  # fmt: skip
+
+
+def generation_figure(n_layer: int, n_embd: int, n_head: int, n_ctx: int, vocab: int, reps: int, label: str,
+                      **_) -> Figure:  # fmt: skip
+    """Tokens/s of greedy decoding from an 8-token prompt to the full context, with the key/value
+    cache and by recomputing the sequence for each token; both must give the same ids."""
+    from gptbench.models.gpt import GPT, GPTConfig
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=vocab, n_special=0, n_ctx=n_ctx, n_embd=n_embd, n_layer=n_layer,
+                          n_head=n_head)).eval()  # fmt: skip
+    prompt = torch.randint(0, vocab, (1, 8))
+    new = n_ctx - prompt.shape[1]
+
+    @torch.no_grad()
+    def recompute():
+        seq = prompt
+        for _ in range(new):
+            seq = torch.cat([seq, model.lm_logits(seq)[:, -1].argmax(-1, keepdim=True)], dim=1)
+        return seq
+
+    same = torch.equal(model.generate(prompt, new), recompute())
+    seconds = interleaved({"cache": lambda: model.generate(prompt, new), "recompute": recompute}, reps)
+    ours, ref = new / seconds["cache"], new / seconds["recompute"]
+    return Figure(f"greedy generation, {label}", ours, ref, "tokens/s", "report", ours / ref,
+                  f"{new} new tokens after 8, batch 1; same ids: {same}")  # fmt: skip
+
+
+def run_bench(out_dir: Path, data_dir: Path, gpt1_dir: Path, corpus_dir: Path, reps: int = 5, steps: int = 3,
+              race: int = 200, texts: int = 2000, sizes: dict[str, dict] | None = None) -> list[Figure]:  # fmt: skip
     """Measure every figure, print the table, write ``out_dir/bench.json``."""
     sizes = sizes or {
         "mini (6x256, ctx 128, 8k vocab)": dict(n_layer=6, n_embd=256, n_head=8, n_ctx=128, vocab=8003, batch=32),
@@ -165,6 +229,9 @@ def run_bench(out_dir: Path, data_dir: Path, gpt1_dir: Path, reps: int = 5, step
         figures += pretrain_step_figures(**size, steps=steps, reps=reps, label=label)
         print(figures[-2].line(), flush=True)
     figures.append(zero_shot_race_figure(data_dir, gpt1_dir, race, reps))
+    figures.append(tokenizer_figure(corpus_dir, data_dir, gpt1_dir, texts, reps))
+    label, size = next(iter(sizes.items()))
+    figures.append(generation_figure(**size, reps=reps, label=label))
     table = ["| figure | ours | reference | ratio | target | note |", "| --- | --- | --- | --- | --- | --- |",
              *(f.line() for f in figures)]  # fmt: skip
     print("\n".join(table))

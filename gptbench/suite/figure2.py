@@ -63,7 +63,8 @@ def load_zero_shot_curve(name: str) -> ZeroShotCurve:
 def run_zero_shot_curve(name: str, preset: str, overrides: list[str], results_dir: Path | None = None,
                         tasks=None, max_examples: int | None = None) -> Path:  # fmt: skip
     """Pre-train each architecture (reused when done), then score every kept snapshot."""
-    from gptbench.evaluation.zeroshot import evaluate_zero_shot, load_model_and_tokenizer
+    from gptbench.evaluation.loading import load_model_and_tokenizer
+    from gptbench.evaluation.zeroshot import evaluate_zero_shot
     from gptbench.suite.results import write_pretrain_results
     from gptbench.tasks import SplitUnavailable
     from gptbench.training.pretrain import run_pretrain

@@ -7,33 +7,14 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import platform
-import subprocess
 from pathlib import Path
 
 from gptbench.config import ExperimentConfig
 from gptbench.io import atomic_write_json, atomic_write_text
+from gptbench.provenance import git_commit, machine
 from gptbench.run_identity import pretrain_dir
 
 CURVE_TAGS = ("train/loss", "val/loss", "val/ppl")
-
-
-def git_commit() -> str | None:
-    """The checkout's commit (with '+dirty' when it has uncommitted changes), if it is a git checkout."""
-    repo = Path(__file__).resolve().parents[2]
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True, text=True,
-                                check=True).stdout.strip()  # fmt: skip
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
-                               capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return commit + ("+dirty" if dirty else "")
-
-
-def machine() -> str:
-    return f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}"
 
 
 def pretrain_curve(tb_dir: Path) -> list[dict]:

@@ -23,12 +23,15 @@ from gptbench.config import ConfigError, ExperimentConfig, FinetuneConfig, requi
 from gptbench.io import atomic_write_json, atomic_write_text
 from gptbench.evaluation.metrics import make_metric
 from gptbench.models import LanguageModel, ModelConfig, build_model, load_pretrained, model_spec
+from gptbench.models.task_head import TaskHead, extract_states
 from gptbench.run_lock import run_lock
 from gptbench.run_identity import finetune_dir, finetune_settings, pretrain_dir, record_settings
 from gptbench.data.task_data import absent_reason, datamodule
 from gptbench.tasks import TaskSpec, get_task
 from gptbench.data.tokenizer import Tokenizer
 from gptbench.data.tokenizer_stage import build_tokenizer, run_tokenizer
+from gptbench.training.exports import write_model_card
+from gptbench.training.task_model import TaskModel
 from gptbench.training.common import (
     GradientClipping,
     GradNorm,
@@ -43,33 +46,6 @@ from gptbench.training.common import (
     stepping_batches,
     warmup_linear,
 )
-
-
-class TaskHead(nn.Module):
-    """Linear layer on the extract-token states (B, C, D) of an example's C sequences.
-
-    - one sequence (classification, entailment): logits (B, K);
-    - similarity: the two orders' states are summed, then logits (B, K);
-    - multiple choice: one score per choice, logits (B, C).
-    Dropout uses one mask per example, shared across its sequences (as the released code does).
-    """
-
-    def __init__(self, n_embd: int, transformation: str, num_outputs: int, pdrop: float, init_std: float):
-        super().__init__()
-        self.transformation, self.pdrop = transformation, pdrop
-        self.linear = nn.Linear(n_embd, 1 if transformation == "multiple_choice" else num_outputs)
-        nn.init.normal_(self.linear.weight, std=init_std)
-        nn.init.zeros_(self.linear.bias)
-
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        if self.training and self.pdrop > 0:
-            keep = torch.full_like(h[:, :1, :], 1 - self.pdrop).bernoulli_() / (1 - self.pdrop)
-            h = h * keep  # (B, 1, D) mask broadcast over the C sequences
-        if self.transformation == "multiple_choice":
-            return self.linear(h).squeeze(-1)  # (B, C)
-        if self.transformation == "similarity":
-            return self.linear(h.sum(dim=1))  # (B, K)
-        return self.linear(h[:, 0])  # (B, K)
 
 
 class FinetuneModule(GradientClipping, RngStateMixin, L.LightningModule):
@@ -94,12 +70,14 @@ class FinetuneModule(GradientClipping, RngStateMixin, L.LightningModule):
         weight_decay, betas, eps: decoupled AdamW, decay on matrices only.
         grad_clip: global gradient-norm clipping (0 = none) unless the Trainer sets its own.
         total_steps: the schedule's length; default: the Trainer's number of optimizer steps.
+        freeze_body: a linear probe: the network is frozen and kept in eval mode (no dropout), only
+            the task head trains; needs ``lm_coef=0``.
     """
 
     def __init__(self, model: LanguageModel | ModelConfig | dict, task: str | TaskSpec, *, lr: float = 6.25e-5,
                  lm_coef: float = 0.5, warmup_fraction: float = 0.002, clf_pdrop: float = 0.1,
                  weight_decay: float = 0.01, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 grad_clip: float = 1.0, total_steps: int | None = None):  # fmt: skip
+                 grad_clip: float = 1.0, total_steps: int | None = None, freeze_body: bool = False):  # fmt: skip
         super().__init__()
         if not isinstance(model, nn.Module):
             model = build_model(model)
@@ -108,16 +86,21 @@ class FinetuneModule(GradientClipping, RngStateMixin, L.LightningModule):
             raise ValueError(f"task {task.name} is zero-shot only (no fine-tuning)")
         _check_hparams(lr=lr, lm_coef=lm_coef, warmup_fraction=warmup_fraction, clf_pdrop=clf_pdrop,
                        weight_decay=weight_decay, eps=eps, grad_clip=grad_clip, total_steps=total_steps)  # fmt: skip
+        if freeze_body and lm_coef > 0:
+            raise ValueError(f"lm_coef={lm_coef!r}: expected 0 with freeze_body=True (a frozen network has nothing "
+                             "for the auxiliary LM loss to train)")  # fmt: skip
         # Everything needed to rebuild the module: FinetuneModule.load_from_checkpoint works.
         self.save_hyperparameters({
             "model": model_spec(model), "task": task.name, "lr": lr, "lm_coef": lm_coef,
             "warmup_fraction": warmup_fraction, "clf_pdrop": clf_pdrop, "weight_decay": weight_decay,
             "betas": tuple(betas), "eps": eps, "grad_clip": grad_clip, "total_steps": total_steps,
+            "freeze_body": freeze_body,
         })  # fmt: skip
         self.model, self.task = model, task
         self.lr, self.lm_coef, self.warmup_fraction = lr, lm_coef, warmup_fraction
         self.weight_decay, self.betas, self.eps, self.grad_clip = weight_decay, tuple(betas), eps, grad_clip
-        self.total_steps = total_steps
+        self.total_steps, self.freeze_body = total_steps, freeze_body
+        model.requires_grad_(not freeze_body)
         self.head = TaskHead(model.config.n_embd, task.transformation, task.num_outputs, clf_pdrop,
                              model.config.initializer_range)  # fmt: skip
         # One metric set per scored split, and per group within it (RACE-m, RACE-h).
@@ -151,13 +134,16 @@ class FinetuneModule(GradientClipping, RngStateMixin, L.LightningModule):
             model.reinit_blocks_from(n_transfer)
         return cls(model, task, **hparams)
 
+    def train(self, mode: bool = True) -> "FinetuneModule":
+        super().train(mode)
+        if self.freeze_body:
+            self.model.eval()  # a probe reads fixed features: no dropout in the frozen network
+        return self
+
     # ---- the network ----------------------------------------------------------------------
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
         """(B, C, T) ids and mask -> task logits and the last hidden states (B*C, T, D)."""
-        B, C, T = input_ids.shape
-        hidden, _ = self.model(input_ids.view(B * C, T), attention_mask.view(B * C, T))
-        extract = attention_mask.view(B * C, T).sum(dim=1) - 1  # the extract token ends each sequence
-        h = hidden[torch.arange(B * C, device=hidden.device), extract].view(B, C, -1)
+        h, hidden = extract_states(self.model, input_ids, attention_mask)
         return self.head(h), hidden
 
     def lm_loss(self, hidden, input_ids, attention_mask) -> torch.Tensor:
@@ -269,7 +255,7 @@ def _check_hparams(**values) -> None:
 
 def optimisation_hparams(f: FinetuneConfig) -> dict:
     """FinetuneModule's keywords from the config's fine-tuning section."""
-    keys = ("lr", "lm_coef", "warmup_fraction", "clf_pdrop", "weight_decay", "betas", "eps", "grad_clip")
+    keys = ("lr", "lm_coef", "warmup_fraction", "clf_pdrop", "weight_decay", "betas", "eps", "grad_clip", "freeze_body")
     return {k: getattr(f, k) for k in keys}
 
 
@@ -445,7 +431,12 @@ def _finetune(cfg: ExperimentConfig, task: TaskSpec, stage_dir: Path, data_root:
     }
     log_hparams(trainer, cfg, results)
     trainer.logger.close()
+    # The reported checkpoint, loadable in a line (TaskModel.from_pretrained), before the results
+    # that mark the run finished.
+    TaskModel(module.model, module.head, task, tokenizer).save_pretrained(stage_dir / "model", results)
     atomic_write_json(stage_dir / "results.json", results)
+    if (Path(init_source).parent / "metrics.json").is_file():  # a gptbench pre-training: its card lists this run
+        write_model_card(init_source)
     print(f"{task.name}: selection {select}" + (f" on {results['selection']['split']}" if select != "last" else "")
           + f", epoch {chosen['epoch']}")  # fmt: skip
     for split, metrics in scores.items():

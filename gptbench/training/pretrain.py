@@ -20,13 +20,16 @@ from torchmetrics import MeanMetric
 
 from gptbench.config import ExperimentConfig, require_dir, to_yaml
 from gptbench.data.corpus import CorpusDataModule
+from gptbench.data.hf_export import save_for_transformers
 from gptbench.io import atomic_write_json, atomic_write_text
+from gptbench.provenance import command_line, git_commit
 from gptbench.models import LanguageModel, ModelConfig, build_model, model_spec
-from gptbench.evaluation.generation import sample
+from gptbench.models.decoding import generate
 from gptbench.run_lock import run_lock
 from gptbench.run_identity import point_link, pretrain_dir, pretrain_settings, record_settings
 from gptbench.data.tokenizer import Tokenizer
 from gptbench.data.tokenizer_stage import run_tokenizer
+from gptbench.training.exports import export_language_model, write_model_card
 from gptbench.training.common import (
     GradientClipping,
     GradNorm,
@@ -123,12 +126,12 @@ class LogSamples(Callback):
         writer = getattr(trainer.logger, "experiment", None)
         if trainer.sanity_checking or not hasattr(writer, "add_text"):
             return
-        generator = torch.Generator().manual_seed(self.seed)
         lines = []
         for prompt in self.PROMPTS:
             ids = self.tokenizer.encode(prompt)
-            new = sample(pl_module.model, ids, self.max_new_tokens, temperature=0.8, top_k=40, generator=generator)
-            lines.append(f"**{prompt}** {self.tokenizer.decode(new)}")
+            out = generate(pl_module.model, ids, self.max_new_tokens, strategy="sample", temperature=0.8, top_k=40,
+                           seed=self.seed, context="slide")  # fmt: skip
+            lines.append(f"**{prompt}** {self.tokenizer.decode(out[0, len(ids):].tolist())}")
         writer.add_text("samples", "\n\n".join(lines), trainer.global_step)
 
 
@@ -150,8 +153,7 @@ class Snapshots(Callback):
             return
         tmp = self.directory / f".step{step}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
-        pl_module.model.save_pretrained(tmp)
-        self.tokenizer.save(tmp / "tokenizer")
+        export_language_model(pl_module.model, self.tokenizer, tmp)
         os.replace(tmp, out)
 
     def on_train_start(self, trainer, pl_module) -> None:
@@ -179,6 +181,9 @@ def _pretrain(cfg: ExperimentConfig, stage_dir: Path, corpus_root: Path) -> Path
     export_dir = stage_dir / "model"
     if (export_dir / "config.json").is_file() and (stage_dir / "metrics.json").is_file():
         print(f"pre-training already complete: {export_dir}")
+        if not (export_dir / "tokenizer.json").is_file():  # exported before the transformers files existed
+            save_for_transformers(Tokenizer.load(export_dir / "tokenizer"), export_dir, cfg.model.n_ctx)
+            write_model_card(export_dir)
         point_link(latest_link(cfg), export_dir)
         return export_dir
     ckpt = check_resume(stage_dir, cfg.resume)
@@ -218,8 +223,7 @@ def _pretrain(cfg: ExperimentConfig, stage_dir: Path, corpus_root: Path) -> Path
         raise SystemExit(f"pre-training stopped at step {trainer.global_step}/{p.max_steps}; rerun with resume=true")
     val = trainer.validate(module, datamodule=data, verbose=False)[0]
     trainer.logger.close()
-    module.model.save_pretrained(export_dir)
-    tokenizer.save(export_dir / "tokenizer")
+    export_language_model(module.model, tokenizer, export_dir)
     metrics = {
         "steps": trainer.global_step,
         "val_loss": val["val/loss"],
@@ -230,8 +234,11 @@ def _pretrain(cfg: ExperimentConfig, stage_dir: Path, corpus_root: Path) -> Path
         "parameters": module.model.num_parameters(),
         "architecture": cfg.architecture,
         "snapshots": sorted(p.keep_steps or ()),
+        "command": command_line(),  # of the session that finished the run
+        "commit": git_commit(),
     }
     atomic_write_json(stage_dir / "metrics.json", metrics)
+    write_model_card(export_dir)
     point_link(latest_link(cfg), export_dir)
     print(f"pre-training done: val loss {metrics['val_loss']:.4f}, val ppl {metrics['val_ppl']:.2f} -> {export_dir}")
     return export_dir

@@ -1,6 +1,7 @@
 """An independent, pure-Python restatement of the released GPT-1 text encoder
-(openai/finetune-transformer-lm, text_utils.py: TextEncoder), used as the reference that
-``gptbench.Tokenizer.gpt1`` must agree with. It deliberately shares no code with gptbench.
+(openai/finetune-transformer-lm, text_utils.py: TextEncoder): the reference that
+``gptbench.Tokenizer.gpt1`` must agree with (tests/test_tokenizer.py) and that ``gptbench bench``
+times it against. It deliberately shares no code with gptbench.
 """
 
 import ast
