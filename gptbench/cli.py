@@ -203,7 +203,8 @@ def _bench(args) -> None:
             raise ConfigError(f"bench: {key} must name a directory (RACE dev, GPT-1's BPE and book text are "
                               f"benchmarked), got {path!r}")  # fmt: skip
     data, gpt1, corpus = (Path(p) for p in paths.values())
-    run_bench(Path(args.out), data, gpt1, corpus, reps=args.reps, steps=args.steps, race=args.race, texts=args.texts)
+    run_bench(Path(args.out), data, gpt1, corpus, reps=args.reps, steps=args.steps, race=args.race, texts=args.texts,
+              sst2=args.sst2)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -255,6 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=3, help="optimizer steps per timed repetition (default 3)")
     p.add_argument("--race", type=int, default=200, help="RACE dev questions for zero-shot scoring (default 200)")
     p.add_argument("--texts", type=int, default=2000, help="texts for the tokenizer figure (default 2000)")
+    p.add_argument("--sst2", type=int, default=4000, help="SST-2 training sentences per fine-tuning epoch timed "
+                   "(default 4000; 67349 = the full epoch)")  # fmt: skip
     p.add_argument("--out", default="results/bench", help="where bench.json is written (default results/bench)")
     p.add_argument("--data-dir", help="benchmark data root (default $GPTBENCH_DATA)")
     p.add_argument("--gpt1-dir", help="GPT-1's BPE files (default $GPTBENCH_GPT1)")

@@ -143,10 +143,16 @@ class ReproduceConfig:
     seeds: dict[str, list[int]] = field(default_factory=dict)
     tasks: dict[str, list[str]] = field(default_factory=dict)
     overrides: dict[str, list[str]] = field(default_factory=dict)
+    # Seeds of particular tasks in every sweep that runs them (the small tasks' extra seeds);
+    # the zero-shot curves have no seeds and ignore it.
+    task_seeds: dict[str, list[int]] = field(default_factory=dict)
 
     def arguments(self, sweep: str) -> list[str]:
-        """The ``key=value`` arguments of one sweep: its seeds=, tasks= and overrides."""
+        """The ``key=value`` arguments of one sweep: its seeds=, task_seeds=, tasks= and overrides."""
         args = [f"seeds=[{','.join(map(str, self.seeds[sweep]))}]"] if sweep in self.seeds else []
+        if self.task_seeds:
+            args.append("task_seeds={" + ", ".join(f"{t}: [{', '.join(map(str, s))}]" for t, s in self.task_seeds.items())
+                        + "}")  # fmt: skip
         args += [f"tasks=[{','.join(self.tasks[sweep])}]"] if sweep in self.tasks else []
         return args + list(self.overrides.get(sweep, []))
 

@@ -211,4 +211,6 @@ def test_reproduce_plan_of_the_presets():
     assert smoke.sweeps[-2:] == ["figure2_layers", "figure2_zeroshot"] and "table5_ablations" in smoke.sweeps
     assert smoke.arguments("table5_ablations") == ["tasks=[cola,sst2,rte]"]
     assert smoke.arguments("figure2_zeroshot") == ["max_examples=150"]
-    assert load_config("mini").reproduce.arguments("table2_nli") == []
+    mini = load_config("mini").reproduce
+    assert mini.arguments("table2_nli") == ["task_seeds={rte: [1234, 2345, 3456], mrpc: [1234, 2345, 3456], "
+                                            "cola: [1234, 2345, 3456], stsb: [1234, 2345, 3456], story_cloze: [1234, 2345, 3456]}"]

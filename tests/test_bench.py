@@ -10,14 +10,19 @@ from gptbench.suite.bench import interleaved, run_bench
 
 
 def test_bench_measures_every_figure_beside_its_reference(tmp_path, capsys):
-    tiny = {"tiny": dict(n_layer=1, n_embd=32, n_head=2, n_ctx=16, vocab=100, batch=2)}
-    figures = run_bench(tmp_path, DATA, GPT1, CORPUS, reps=1, steps=1, race=2, texts=40, sizes=tiny)
+    tiny = {"tiny": dict(n_layer=1, n_embd=32, n_head=2, n_ctx=16, vocab=300, batch=2)}
+    figures = run_bench(tmp_path, DATA, GPT1, CORPUS, reps=1, steps=1, race=2, texts=40, sst2=24,
+                        corpus_sizes=(100_000, 1_000_000), cache_dir=tmp_path / "cache", sizes=tiny)  # fmt: skip
     assert [f.name for f in figures] == ["pre-training step, tiny", "pre-training MFU, tiny", "zero-shot RACE dev",
-                                         "GPT-1 tokenizer", "greedy generation, tiny"]  # fmt: skip
+                                         "GPT-1 tokenizer", "fine-tuning SST-2, tiny", "pre-training peak RSS",
+                                         "greedy generation, tiny"]  # fmt: skip
     for f in figures:  # the ratio is ours over the reference's, measured in this run (MFU: over the matmul rate)
         assert f.ours > 0 and f.reference > 0 and f.ratio == pytest.approx(f.ours / f.reference)
     assert "max |score diff|" in figures[2].note and float(figures[2].note.rsplit(" ", 1)[1]) < 1e-4
-    assert figures[3].note.endswith("identical ids: 40/40") and figures[4].note.endswith("same ids: True")
+    assert figures[3].note.endswith("identical ids: 40/40") and figures[6].note.endswith("same ids: True")
+    assert figures[4].note.startswith("24 training sentences, batch 2") and figures[4].ratio > 1  # padding costs
+    tokens = [int(x.replace(",", "")) for x in figures[5].note.split(" training tokens")[0].split()[1::2]]
+    assert tokens[0] > tokens[1] > 0  # two corpus sizes, measured in fresh processes
     saved = json.loads((tmp_path / "bench.json").read_text())
     assert [f["name"] for f in saved["figures"]] == [f.name for f in figures] and saved["reps"] == 1
     out = capsys.readouterr().out

@@ -142,3 +142,21 @@ def test_kill_9_mid_sweep_then_rerun_equals_an_uninterrupted_sweep(pretrained, t
         assert a[run]["metrics"] == b[run]["metrics"] and a[run]["selection"] == b[run]["selection"], run
     leftovers = [p for p in killed.rglob("*") if p.name.endswith(".tmp")]
     assert leftovers == []  # no half-written result
+
+
+def test_task_seeds_give_the_small_tasks_more_seeds():
+    from gptbench.config import ReproduceConfig
+
+    plan = ReproduceConfig(task_seeds={"rte": [1, 2, 3], "cola": [7]}, tasks={"table5_ablations": ["rte", "sst2"]})
+    args = plan.arguments("table5_ablations")
+    assert args == ["task_seeds={rte: [1, 2, 3], cola: [7]}", "tasks=[rte,sst2]"]
+    sweep, experiment = split_overrides(args)
+    assert sweep["task_seeds"] == {"rte": [1, 2, 3], "cola": [7]} and experiment == []
+    runs = expand(load_table("table5_ablations"), "smoke", [], sweep.get("seeds"), sweep["tasks"], ["full"],
+                  task_seeds=sweep["task_seeds"])  # fmt: skip
+    assert [r.id for r in runs] == ["table5_ablations/rte/full/seed1", "table5_ablations/rte/full/seed2",
+                                    "table5_ablations/rte/full/seed3", "table5_ablations/sst2/full/seed1234"]  # fmt: skip
+    with pytest.raises(ConfigError, match=r"task_seeds names \['nope'\], which are not tasks"):
+        expand(load_table("table4_glue"), "smoke", [], task_seeds={"nope": [1]})
+    with pytest.raises(ConfigError, match="expected a mapping task -> list of integer seeds"):
+        expand(load_table("table4_glue"), "smoke", [], task_seeds={"rte": "1,2"})

@@ -16,6 +16,10 @@ Figures measured here:
 - GPT-1's tokenizer in texts/s on book paragraphs and task sentences, against the released
   pipeline (pure-Python BPE after ftfy + spaCy, :mod:`gptbench.suite.released_text_encoder`);
   the ids must be identical;
+- fine-tuning examples/s on SST-2 (aux LM on, optimizer step included), batches padded to their
+  longest sequence, against the released code's approach of padding every batch to n_ctx;
+- pre-training memory: peak RSS of the training loop at two corpus sizes (the tokenized corpus is
+  memory-mapped, so it should not grow with the corpus);
 - greedy generation in tokens/s: incremental decoding with the key/value cache, against
   recomputing the whole sequence for every new token (both must give the same ids).
 """
@@ -31,7 +35,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from gptbench.io import atomic_write_json
+from gptbench.io import atomic_write_json, default_cache_dir
 
 
 @dataclass
@@ -191,6 +195,99 @@ def tokenizer_figure(corpus_dir: Path, data_dir: Path, gpt1_dir: Path, n: int, r
                   f"{len(texts)} texts (book paragraphs, GLUE sentences); identical ids: {same}/{len(texts)}")  # fmt: skip
 
 
+def finetune_figure(data_dir: Path, n_layer: int, n_embd: int, n_head: int, n_ctx: int, vocab: int, batch: int,
+                    examples: int, reps: int, label: str, **_) -> Figure:  # fmt: skip
+    """Examples/s of fine-tuning steps (task loss + 0.5 x LM loss, backward, AdamW) on SST-2's
+    training sentences with GPT-1's input transformation, batches padded to their longest sequence
+    (gptbench) and to n_ctx (the released code), on a random GPT of the given size."""
+    from gptbench.data.task_data import collate, encode_split
+    from gptbench.data.tokenizer import Tokenizer
+    from gptbench.models.gpt import GPTConfig
+    from gptbench.tasks import get_task
+    from gptbench.training.common import adamw
+    from gptbench.training.finetune import FinetuneModule
+
+    spec = get_task("sst2")
+    records = spec.read("train", data_dir)[0][:examples]
+    texts = [r["text"] for r in records]
+    tok = Tokenizer.train(texts, vocab_size=vocab - 3, num_workers=1)  # any BPE: the lengths are what count
+    encoded = encode_split(spec, records, tok, n_ctx)
+    batches = [collate([encoded[i] for i in range(s, min(s + batch, len(encoded)))]) for s in range(0, len(encoded), batch)]
+
+    def padded_to_n_ctx(b):
+        pad = n_ctx - b["input_ids"].shape[-1]
+        return {**b, "input_ids": F.pad(b["input_ids"], (0, pad)), "attention_mask": F.pad(b["attention_mask"], (0, pad))}
+
+    full = [padded_to_n_ctx(b) for b in batches]
+    torch.manual_seed(0)
+    module = FinetuneModule(GPTConfig(vocab_size=len(tok) - 3, n_ctx=n_ctx, n_embd=n_embd, n_layer=n_layer,
+                                      n_head=n_head), "sst2", lm_coef=0.5).train()  # fmt: skip
+    optimizer = adamw(module, 6.25e-5, 0.01, (0.9, 0.999), 1e-8)
+
+    def epoch(data):
+        for b in data:
+            optimizer.zero_grad(set_to_none=True)
+            module.training_step(b, 0).backward()
+            optimizer.step()
+
+    module.log = lambda *a, **k: None  # no Trainer attached: logging is not measured
+    seconds = interleaved({"ours": lambda: epoch(batches), "padded": lambda: epoch(full)}, reps)
+    mean_len = sum(int(b["attention_mask"].sum()) for b in batches) / len(encoded)
+    ours, ref = len(encoded) / seconds["ours"], len(encoded) / seconds["padded"]
+    return Figure(f"fine-tuning SST-2, {label}", ours, ref, "examples/s", ">= 3x", ours / ref,
+                  f"{len(encoded)} training sentences, batch {batch}, mean {mean_len:.0f} tokens, n_ctx {n_ctx}")  # fmt: skip
+
+
+def _pretrain_memory(corpus_dir: str, gpt1_dir: str, cache_dir: str, max_bytes: int, steps: int, queue) -> None:
+    """In a fresh process: pre-training steps of a small GPT on the cached corpus of ``max_bytes``;
+    puts (peak RSS, anonymous RSS, file-backed RSS) in MiB and the corpus's training tokens."""
+    import re as _re
+
+    from gptbench.data.corpus import CorpusDataModule
+    from gptbench.data.tokenizer import Tokenizer
+    from gptbench.models.gpt import GPT, GPTConfig
+    from gptbench.training.common import adamw
+
+    torch.set_num_threads(1)
+    g = Path(gpt1_dir)
+    tok = Tokenizer.gpt1(g / "encoder_bpe_40000.json", g / "vocab_40000.bpe")
+    data = CorpusDataModule(corpus_dir, tok, n_ctx=64, batch_size=8, val_books=1, max_bytes=max_bytes,
+                            cache_dir=cache_dir)  # fmt: skip
+    data.setup()
+    model = GPT(GPTConfig(vocab_size=tok.vocab_size, n_ctx=64, n_embd=64, n_layer=2, n_head=2))
+    optimizer = adamw(model, 1e-4, 0.01, (0.9, 0.999), 1e-8)
+    for step, (x, y) in zip(range(steps), data.train_dataloader()):
+        loss = F.cross_entropy(model.lm_logits(x.long()).flatten(0, 1), y.long().flatten())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    status = Path("/proc/self/status").read_text()
+    mib = {k: int(_re.search(rf"{k}:\s+(\d+) kB", status).group(1)) / 1024 for k in ("VmHWM", "RssAnon", "RssFile")}
+    queue.put((mib["VmHWM"], mib["RssAnon"], mib["RssFile"], int(data.tokens["train"].size)))
+
+
+def memory_figure(corpus_dir: Path, gpt1_dir: Path, cache_dir: Path, sizes: tuple[int, int], steps: int) -> Figure:
+    """Peak RSS of pre-training on a small and a ten times larger corpus, each in a fresh process
+    after the corpus was tokenized by another (tokenization itself holds one book at a time)."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    measured = []
+    for size in sizes:
+        for _ in range(2):  # the first process tokenizes (cached), the second is measured
+            queue = ctx.Queue()
+            proc = ctx.Process(target=_pretrain_memory, args=(str(corpus_dir), str(gpt1_dir), str(cache_dir), size,
+                                                              steps, queue))  # fmt: skip
+            proc.start()
+            result = queue.get()
+            proc.join()
+        measured.append(result)
+    (small_peak, small_anon, _, small_tokens), (large_peak, large_anon, large_file, large_tokens) = measured
+    return Figure("pre-training peak RSS", large_peak, small_peak, "MiB", "~1x (memory-mapped)", large_peak / small_peak,
+                  f"corpus {large_tokens:,} vs {small_tokens:,} training tokens; anonymous {large_anon:.0f} vs "
+                  f"{small_anon:.0f} MiB; file-backed (the map's touched pages) {large_file:.0f} MiB")  # fmt: skip
+
+
 def generation_figure(n_layer: int, n_embd: int, n_head: int, n_ctx: int, vocab: int, reps: int, label: str,
                       **_) -> Figure:  # fmt: skip
     """Tokens/s of greedy decoding from an 8-token prompt to the full context, with the key/value
@@ -218,7 +315,8 @@ def generation_figure(n_layer: int, n_embd: int, n_head: int, n_ctx: int, vocab:
 
 
 def run_bench(out_dir: Path, data_dir: Path, gpt1_dir: Path, corpus_dir: Path, reps: int = 5, steps: int = 3,
-              race: int = 200, texts: int = 2000, sizes: dict[str, dict] | None = None) -> list[Figure]:  # fmt: skip
+              race: int = 200, texts: int = 2000, sst2: int = 4000, corpus_sizes: tuple[int, int] = (5_000_000, 50_000_000),
+              cache_dir: Path | None = None, sizes: dict[str, dict] | None = None) -> list[Figure]:  # fmt: skip
     """Measure every figure, print the table, write ``out_dir/bench.json``."""
     sizes = sizes or {
         "mini (6x256, ctx 128, 8k vocab)": dict(n_layer=6, n_embd=256, n_head=8, n_ctx=128, vocab=8003, batch=32),
@@ -231,6 +329,8 @@ def run_bench(out_dir: Path, data_dir: Path, gpt1_dir: Path, corpus_dir: Path, r
     figures.append(zero_shot_race_figure(data_dir, gpt1_dir, race, reps))
     figures.append(tokenizer_figure(corpus_dir, data_dir, gpt1_dir, texts, reps))
     label, size = next(iter(sizes.items()))
+    figures.append(finetune_figure(data_dir, **size, examples=sst2, reps=reps, label=label))
+    figures.append(memory_figure(corpus_dir, gpt1_dir, cache_dir or default_cache_dir(), corpus_sizes, 20))
     figures.append(generation_figure(**size, reps=reps, label=label))
     table = ["| figure | ours | reference | ratio | target | note |", "| --- | --- | --- | --- | --- | --- |",
              *(f.line() for f in figures)]  # fmt: skip

@@ -37,7 +37,7 @@ from gptbench.io import atomic_write_json
 from gptbench.run_identity import finetune_settings, settings_key
 from gptbench.suite.figure2 import LAYERS_TABLE, run_zero_shot_curve, write_figure2
 
-SWEEP_KEYS = ("seeds", "tasks", "variants", "jobs", "executor", "results_dir", "max_examples")
+SWEEP_KEYS = ("seeds", "task_seeds", "tasks", "variants", "jobs", "executor", "results_dir", "max_examples")
 EXECUTORS = ("local", "slurm", "submitit_local")
 
 
@@ -123,9 +123,11 @@ def split_overrides(overrides: list[str]) -> tuple[dict, list[str]]:
 
 
 def expand(table: Table, preset: str, overrides: list[str], seeds=None, tasks=None, variants=None,
-           stand_ins: dict[str, tuple[str, str]] | None = None) -> list[Run]:  # fmt: skip
+           stand_ins: dict[str, tuple[str, str]] | None = None, task_seeds: dict | None = None) -> list[Run]:  # fmt: skip
     """Every run of the table on the preset: variant x task x seed, in that order. ``stand_ins``
-    maps a task of the table to (the task run in its place, why)."""
+    maps a task of the table to (the task run in its place, why); ``task_seeds`` gives some tasks
+    their own seeds (e.g. more seeds for the small tasks), the others take ``seeds``."""
+    task_seeds = _task_seeds(table, task_seeds)
     table = table.with_layers(load_config(preset, overrides).model.n_layer)
     unknown = sorted(set(tasks or ()) - set(table.tasks)) + sorted(set(variants or ()) - set(table.variants))
     if unknown:
@@ -134,13 +136,30 @@ def expand(table: Table, preset: str, overrides: list[str], seeds=None, tasks=No
     for variant in variants or table.variants:
         for task in tasks or table.tasks:
             run_task, note = (stand_ins or {}).get(task, (task, None))
-            for seed in seeds or table.seeds:
+            for seed in task_seeds.get(task) or seeds or table.seeds:
                 own = [f"finetune.task={run_task}", f"finetune.seed={seed}"]
                 runs.append(Run(table.name, table.paper_table, run_task, variant, int(seed), preset,
                                 (*overrides, *table.variants[variant], *own), note))  # fmt: skip
     for run in runs:
         run.config()  # every configuration is valid before any work starts
     return runs
+
+
+def _task_seeds(table: Table, task_seeds) -> dict[str, list[int]]:
+    """``task_seeds={rte: [1, 2, 3], ...}``, checked: known tasks, lists of integer seeds."""
+    from gptbench.tasks import TASKS
+
+    if not task_seeds:
+        return {}
+    if not isinstance(task_seeds, dict) or not all(
+        isinstance(v, list) and v and all(isinstance(s, int) for s in v) for v in task_seeds.values()
+    ):
+        raise ConfigError(f"sweep {table.name}: task_seeds={task_seeds!r}: expected a mapping task -> list of integer "
+                          "seeds, e.g. task_seeds='{rte: [1, 2, 3]}'")  # fmt: skip
+    unknown = sorted(set(task_seeds) - set(TASKS))
+    if unknown:
+        raise ConfigError(f"sweep {table.name}: task_seeds names {unknown}, which are not tasks")
+    return task_seeds
 
 
 def request_key(cfg: ExperimentConfig) -> str:
@@ -297,7 +316,7 @@ def run_sweep(table_name: str, preset: str, overrides: list[str]) -> Path:
 
     sweep, experiment = split_overrides(overrides)
     if table_name in experiment_files("zero_shot_curve") or _kind(table_name) == "zero_shot_curve":
-        unknown = sorted(set(sweep) - {"tasks", "results_dir", "max_examples"})
+        unknown = sorted(set(sweep) - {"tasks", "results_dir", "max_examples", "task_seeds"})
         if unknown:
             raise ConfigError(f"sweep {table_name}: {unknown} do not apply to a zero-shot curve (it takes tasks=, "
                               "max_examples=, results_dir=)")  # fmt: skip
@@ -307,7 +326,7 @@ def run_sweep(table_name: str, preset: str, overrides: list[str]) -> Path:
         raise ConfigError(f"sweep {table_name}: max_examples= applies to zero-shot curves only")
     table = load_table(table_name)
     runs = expand(table, preset, experiment, sweep.get("seeds"), sweep.get("tasks"), sweep.get("variants"),
-                  stand_ins(table, preset, experiment))  # fmt: skip
+                  stand_ins(table, preset, experiment), sweep.get("task_seeds"))  # fmt: skip
     jobs, executor = int(sweep.get("jobs", 1)), sweep.get("executor", "local")
     if jobs < 1 or executor not in EXECUTORS:
         raise ConfigError(f"jobs={jobs}, executor={executor!r}: expected jobs >= 1 and executor in {EXECUTORS}")
