@@ -110,3 +110,53 @@ def test_missing_and_malformed_files(tmp_path):
         Tokenizer.gpt1(GPT1 / "encoder_bpe_40000.json", bad)
     with pytest.raises(FileNotFoundError, match="not a gptbench tokenizer directory"):
         Tokenizer.load(tmp_path)
+
+
+def whole_text_words(text: str) -> list[str]:
+    """GPT-1's pre-tokenization with spaCy run on the whole standardised text (the released way)."""
+    import ftfy
+
+    from gptbench.data.tokenizer import _spacy_tokenizer, text_standardize
+
+    words = []
+    for token in _spacy_tokenizer()(text_standardize(ftfy.fix_text(text))):
+        if token.text.isspace():
+            words += ["\n"] if "\n" in token.text else []
+        else:
+            words.append(token.text.lower())
+    return words
+
+
+def test_spacy_per_piece_equals_spacy_on_the_whole_text():
+    """pre_tokenize runs spaCy once per distinct space-separated piece; on real book paragraphs and
+    task sentences (and the awkward cases) the words are exactly spaCy's on the whole text."""
+    from gptbench.data.tokenizer import pre_tokenize
+
+    awkward = ["a  b\t\tc\r\nd \u00a0e\u2003f", "\n\n lead and trail \n", "U.S. Mr. e.g. don't can't 'tis ''quoted''",
+               "http://example.com/a?b=c :) <3 a--b c---d (e)", "", " ", "\u2026\u2014\u00b4x", "10:30 $5.00 3pm"]  # fmt: skip
+    texts = real_sentences(4000, 2000) + awkward
+    mismatches = [t for t in texts if pre_tokenize(t) != whole_text_words(t)]
+    assert not mismatches, mismatches[:3]
+
+
+def test_ftfy_is_skipped_only_where_it_changes_nothing():
+    import ftfy
+
+    from gptbench.data.tokenizer import _UNCHANGED_BY_FTFY, fix_text
+
+    texts = real_sentences(3000, 1000)
+    skipped = [t for t in texts if _UNCHANGED_BY_FTFY.fullmatch(t)]
+    assert len(skipped) > len(texts) / 2 and all(ftfy.fix_text(t) == t for t in skipped)
+    for text in ("a &amp; b", "x\r\ny", "\x1b[31mred", "ctl\x07", "caf\u00e9", "\u201cquoted\u201d", "\ufb01ne"):
+        assert not _UNCHANGED_BY_FTFY.fullmatch(text) and fix_text(text) == ftfy.fix_text(text)
+    assert fix_text("a &amp; b") == "a & b"
+
+
+def test_standardisation_equals_the_released_regular_expressions():
+    from gptbench.data.tokenizer import text_standardize
+    from gptbench.suite import released_text_encoder as released
+
+    awkward = ["a  b\t\tc\r\nd \u00a0e\u2003f\x1c g\x85h\u2028i", "\n\n lead \n\n and trail \n ", "!!??((x))--y__z",
+               "\\\\ back \\+ slash", "", " ", "\u2026\u2014\u00b4x", "no newline, just (punctuation) here!"]  # fmt: skip
+    for text in real_sentences(3000, 1000) + awkward:
+        assert text_standardize(text) == released.text_standardize(text), repr(text)
