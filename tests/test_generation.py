@@ -175,3 +175,24 @@ def test_cli_generate(pretrained, capsys):
         assert message in capsys.readouterr().err
     assert main(["generate", model, "  "]) == 2
     assert "the prompt is empty" in capsys.readouterr().err
+
+
+def test_cli_generate_on_gpt1_weights_in_transformers_format(tmp_path, capsys):
+    """A Hugging Face openai-gpt directory (here: random, tiny, with GPT-1's 40,478-token vocabulary)
+    and GPT-1's released BPE: the CLI's greedy text is transformers' greedy continuation."""
+    from conftest import GPT1
+
+    from gptbench import Tokenizer
+    from gptbench.cli import main
+
+    config = transformers.OpenAIGPTConfig(vocab_size=40478, n_positions=32, n_embd=16, n_layer=1, n_head=2)
+    torch.manual_seed(0)
+    hf = transformers.OpenAIGPTLMHeadModel(config).eval()
+    hf.save_pretrained(tmp_path)
+    tok = Tokenizer.gpt1(GPT1 / "encoder_bpe_40000.json", GPT1 / "vocab_40000.bpe")
+    ids = tok.encode("the old man")
+    want = tok.decode(hf_generate(hf, ids, 5)[0, len(ids):].tolist())
+    assert main(["generate", str(tmp_path), "the old man", "max_new_tokens=5", f"gpt1_dir={GPT1}", "device=cpu"]) == 0
+    assert capsys.readouterr().out.strip() == f"the old man >>> {want}"
+    assert main(["generate", str(tmp_path), "the old man"]) == 2
+    assert "pass gpt1_dir=PATH for GPT-1 weights" in capsys.readouterr().err

@@ -33,7 +33,8 @@ def load_tokenizer_for(path: str | Path, gpt1_dir: str | Path | None = None) -> 
 def load_model_and_tokenizer(path, gpt1_dir=None, device: str | None = None) -> tuple[LanguageModel, Tokenizer]:
     """A checkpoint (gptbench export dir, .ckpt, HF openai-gpt dir, OpenAI .npy dir) in eval mode,
     and its tokenizer (:func:`load_tokenizer_for`). The tokenizer must match the model's
-    vocabulary, and so must the directory's ``tokenizer.json`` for transformers when it has one."""
+    vocabulary, and so must a gptbench export's ``tokenizer.json`` for transformers (a Hugging Face
+    GPT-1 directory's own tokenizer files have no task tokens and are not read)."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"checkpoint {path} does not exist")
@@ -43,7 +44,7 @@ def load_model_and_tokenizer(path, gpt1_dir=None, device: str | None = None) -> 
         where = (path if path.is_dir() else path.parent) / "tokenizer" / "tokenizer.json"
         raise CheckpointError(f"{where if where.is_file() else gpt1_dir}: tokenizer vocabulary {tokenizer.vocab_size} "
                               f"!= the model's {model.config.vocab_size} ({path})")  # fmt: skip
-    if path.is_dir() and (path / "tokenizer.json").is_file():
+    if path.is_dir() and (path / "tokenizer.json").is_file() and (path / "tokenizer").is_dir():  # a gptbench export
         try:
             check_transformers_tokenizer(path, model.config.n_tokens)
         except ValueError as e:
