@@ -225,6 +225,8 @@ def test_table5_rows_mnli_mean_and_average_over_shared_columns(tmp_path):
     assert (tmp_path / "figures" / "table5_ablations.png").is_file()
     claims = {c["id"]: c for c in json.loads((tmp_path / "leaderboard.json").read_text())["claims"]}
     assert claims["pretraining"]["verdict"] == "shown" and claims["lstm"]["verdict"] == "not tested"
+    probe = c["table5_ablations", "linear_probe", "Avg"]
+    assert probe["median"] == 48.0 and probe["diff"] is None and probe["note"].endswith("(the paper has no such row)")
     assert claims["probe_floor"]["verdict"] == "partly"
     assert claims["probe_floor"]["evidence"].startswith("the full fine-tune is at or above its probe on 1 of 2 columns: "
                                                         "CoLA 40.0 vs 45.0 (−5.0); MNLI 75.0 vs 51.0 (+24.0)")

@@ -301,7 +301,8 @@ def aggregate_cell(table_id: str, column: dict, variant: str, task_cells: list[d
     sides and recomputes the paper's mean over the same ones; any other (the GLUE score) averages
     our columns present and is not comparable with the paper's leaderboard average."""
     printed = paper_values.get(column["label"])
-    comparable = column["metric"] == "mean"
+    # A row of ours the paper does not have (the linear probe) averages what is here, as its own.
+    comparable = column["metric"] == "mean" and any(c["paper"] is not None for c in task_cells)
     present = [c for c in task_cells if c["median"] is not None and (c["paper"] is not None or not comparable)]
     labels = [c["column"] for c in present]
     ours = round(statistics.mean(c["median"] for c in present), 4) if present else None
@@ -313,7 +314,9 @@ def aggregate_cell(table_id: str, column: dict, variant: str, task_cells: list[d
                 if present else "no column has a result on both sides")  # fmt: skip
     else:
         note = f"unweighted mean of the {which} present here"
-        if printed is not None:
+        if column["metric"] == "mean":
+            note += " (the paper has no such row)"
+        elif printed is not None:
             note += (f"; the paper's {printed} is the GLUE leaderboard's average over all GLUE tasks (test "
                      "server): not computed the same way, so no difference is given")
     return {
