@@ -15,6 +15,7 @@ from gptbench.config import ConfigError, load_config
 from gptbench.errors import CorpusError, NonFiniteLoss, RunLocked
 from gptbench.tasks import DataError
 
+CHECKPOINT_HELP = "gptbench model dir, .ckpt, Hugging Face openai-gpt dir or OpenAI model/ dir"
 USER_ERRORS = (ConfigError, DataError, CheckpointError, CorpusError, NonFiniteLoss, RunLocked, FileNotFoundError)
 
 
@@ -240,12 +241,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("results_dir", help="e.g. results/smoke")
     p.set_defaults(fn=_report)
     p = sub.add_parser("zeroshot", help="the paper's zero-shot heuristics (SST-2, CoLA, RACE, DPRD) on a checkpoint")
-    p.add_argument("checkpoint", help="gptbench model dir, .ckpt, Hugging Face openai-gpt dir or OpenAI model/ dir")
+    p.add_argument("checkpoint", help=CHECKPOINT_HELP)
     p.add_argument("overrides", nargs="*", help="tasks=sst2,cola,race,dprd max_examples=N data_dir=PATH gpt1_dir=PATH "
                    "out=PATH.json device=cpu|cuda")  # fmt: skip
     p.set_defaults(fn=_zeroshot)
     p = sub.add_parser("generate", help="continue a prompt: greedy, beam search or sampling (top-k, top-p)")
-    p.add_argument("checkpoint", help="gptbench model dir, .ckpt, Hugging Face openai-gpt dir or OpenAI model/ dir")
+    p.add_argument("checkpoint", help=CHECKPOINT_HELP)
     p.add_argument("prompt", help="the text to continue")
     p.add_argument("overrides", nargs="*", help="max_new_tokens=50 strategy=greedy|beam|sample num_beams=4 "
                    "length_penalty=1 temperature=1 top_k=N top_p=P num_return_sequences=1 seed=N context=stop|slide "

@@ -125,6 +125,9 @@ class TrainerConfig:
     accelerator: str = "auto"
     precision: str = "32-true"
     deterministic: bool = True
+    # glibc keeps the memory a step frees for the next step instead of unmapping it (see
+    # gptbench/training/allocator.py): less kernel time per step, the same numbers.
+    keep_freed_memory: bool = True
     # Past one device: Lightning's strategies, e.g. devices=2 strategy=ddp (gloo on CPU, NCCL on
     # GPUs). Batch sizes are per device, so the global batch is batch_size x devices x num_nodes.
     devices: int = 1
@@ -146,12 +149,19 @@ class ReproduceConfig:
     # Seeds of particular tasks in every sweep that runs them (the small tasks' extra seeds);
     # the zero-shot curves have no seeds and ignore it.
     task_seeds: dict[str, list[int]] = field(default_factory=dict)
+    # Overrides of particular tasks in every sweep that runs them (e.g. RACE's smaller subsets),
+    # applied before each sweep's own overrides; the zero-shot curves ignore them.
+    task_overrides: dict[str, list[str]] = field(default_factory=dict)
 
     def arguments(self, sweep: str) -> list[str]:
-        """The ``key=value`` arguments of one sweep: its seeds=, task_seeds=, tasks= and overrides."""
+        """The ``key=value`` arguments of one sweep: its seeds=, task_seeds=, task_overrides=, tasks=
+        and overrides."""
         args = [f"seeds=[{','.join(map(str, self.seeds[sweep]))}]"] if sweep in self.seeds else []
         if self.task_seeds:
             args.append("task_seeds={" + ", ".join(f"{t}: [{', '.join(map(str, s))}]" for t, s in self.task_seeds.items())
+                        + "}")  # fmt: skip
+        if self.task_overrides:
+            args.append("task_overrides={" + ", ".join(f"{t}: [{', '.join(o)}]" for t, o in self.task_overrides.items())
                         + "}")  # fmt: skip
         args += [f"tasks=[{','.join(self.tasks[sweep])}]"] if sweep in self.tasks else []
         return args + list(self.overrides.get(sweep, []))

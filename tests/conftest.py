@@ -68,3 +68,16 @@ def pretrained_model(base: list[str]) -> Path:
     """The exported model directory of the run made by the ``pretrained`` fixture."""
     runs = next(o.split("=", 1)[1] for o in base if o.startswith("runs_dir="))
     return Path(runs) / "tiny" / "pretrain" / "model"
+
+
+def saved_hf_gpt(path: Path, n_positions: int):
+    """A random tiny transformers OpenAIGPTLMHeadModel (vocab 211, 3 x 48, 4 heads; seed 0) in eval
+    mode, saved to ``path`` with save_pretrained."""
+    import torch
+    import transformers
+
+    config = transformers.OpenAIGPTConfig(vocab_size=211, n_positions=n_positions, n_embd=48, n_layer=3, n_head=4)
+    torch.manual_seed(0)
+    model = transformers.OpenAIGPTLMHeadModel(config).eval()
+    model.save_pretrained(path)
+    return model

@@ -212,5 +212,8 @@ def test_reproduce_plan_of_the_presets():
     assert smoke.arguments("table5_ablations") == ["tasks=[cola,sst2,rte]"]
     assert smoke.arguments("figure2_zeroshot") == ["max_examples=150"]
     mini = load_config("mini").reproduce
-    assert mini.arguments("table2_nli") == ["task_seeds={rte: [1234, 2345, 3456], mrpc: [1234, 2345, 3456], "
-                                            "cola: [1234, 2345, 3456], stsb: [1234, 2345, 3456], story_cloze: [1234, 2345, 3456]}"]
+    seeds, caps = mini.arguments("table2_nli")
+    assert seeds == ("task_seeds={rte: [1234, 2345, 3456], mrpc: [1234, 2345, 3456], cola: [1234, 2345, 3456], "
+                     "stsb: [1234, 2345, 3456], story_cloze: [1234, 2345, 3456]}")  # fmt: skip
+    assert caps.startswith("task_overrides={cola: [finetune.max_train_examples=2000], ")
+    assert mini.arguments("figure2_layers")[2:] == ["variants=[transfer0,transfer2,transfer4,transfer6]"]

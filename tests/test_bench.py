@@ -1,12 +1,14 @@
 """`gptbench bench` at tiny sizes, so the benchmark code cannot rot (speed itself is not asserted)."""
 
 import json
+import sys
 
 import pytest
 from conftest import CORPUS, DATA, GPT1
 
 from gptbench.cli import main
 from gptbench.suite.bench import interleaved, run_bench
+from gptbench.training.allocator import keep_freed_memory
 
 
 def test_bench_measures_every_figure_beside_its_reference(tmp_path, capsys):
@@ -15,11 +17,13 @@ def test_bench_measures_every_figure_beside_its_reference(tmp_path, capsys):
                         corpus_sizes=(100_000, 1_000_000), cache_dir=tmp_path / "cache", sizes=tiny)  # fmt: skip
     assert [f.name for f in figures] == ["pre-training step, tiny", "pre-training MFU, tiny", "zero-shot RACE dev",
                                          "GPT-1 tokenizer", "fine-tuning SST-2, tiny", "pre-training peak RSS",
-                                         "greedy generation, tiny"]  # fmt: skip
+                                         "greedy generation, tiny",
+                                         "pre-training step, kept freed memory, tiny"]  # fmt: skip
     for f in figures:  # the ratio is ours over the reference's, measured in this run (MFU: over the matmul rate)
         assert f.ours > 0 and f.reference > 0 and f.ratio == pytest.approx(f.ours / f.reference)
     assert "max |score diff|" in figures[2].note and float(figures[2].note.rsplit(" ", 1)[1]) < 1e-4
     assert figures[3].note.endswith("identical ids: 40/40") and figures[6].note.endswith("same ids: True")
+    assert figures[7].note.endswith("identical losses: True")  # the allocator lever changes no number
     mean_tokens = int(figures[4].note.split("mean ")[1].split(" tokens")[0])
     assert figures[4].note.startswith("24 training sentences, batch 2") and mean_tokens < 16  # n_ctx 16: padding
     tokens = [int(x.replace(",", "")) for x in figures[5].note.split(" training tokens")[0].split()[1::2]]
@@ -40,3 +44,10 @@ def test_bench_needs_its_data(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("GPTBENCH_DATA", raising=False)
     assert main(["bench", "--out", str(tmp_path), "--gpt1-dir", str(GPT1), "--corpus-dir", str(CORPUS)]) == 2
     assert "--data-dir / GPTBENCH_DATA must name a directory" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_glibc_takes_the_allocator_settings_and_elsewhere_nothing_changes(monkeypatch):
+    assert keep_freed_memory() is True
+    monkeypatch.setattr(sys, "platform", "darwin")
+    assert keep_freed_memory() is False

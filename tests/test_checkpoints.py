@@ -8,18 +8,15 @@ import torch
 
 from gptbench import GPT
 from gptbench.models.checkpoints import CheckpointError
+from tests.conftest import saved_hf_gpt
 
 transformers = pytest.importorskip("transformers")
 
 
 @pytest.fixture(scope="module")
 def hf_model(tmp_path_factory):
-    config = transformers.OpenAIGPTConfig(vocab_size=211, n_positions=40, n_embd=48, n_layer=3, n_head=4)
-    torch.manual_seed(0)
-    model = transformers.OpenAIGPTLMHeadModel(config).eval()
     path = tmp_path_factory.mktemp("hf")
-    model.save_pretrained(path)
-    return model, path
+    return saved_hf_gpt(path, n_positions=40), path
 
 
 def hf_logits(model, ids):

@@ -31,9 +31,10 @@ def test_sst2_end_to_end(pretrained):
     # then max_eval_examples=64 of it; training uses 96 of the rest.
     assert {k: v["examples"] for k, v in saved["splits"].items()} == {"train": 96, "holdout": 64, "dev": 64}
     assert saved["splits"]["holdout"]["source"] == "train, held out"
-    assert saved["selection"] | {"best_epoch": 0, "best_step": 0} == {
+    assert saved["selection"] | {"best_epoch": 0, "best_step": 0, "score": 0.5} == {
         "protocol": "holdout", "split": "holdout", "metric": "accuracy", "best_epoch": 0, "best_step": 0,
-        "holdout_examples": 64}  # fmt: skip
+        "score": 0.5, "holdout_examples": 64}  # fmt: skip
+    assert 0.0 <= saved["selection"]["score"] <= 1.0  # the chosen epoch's holdout accuracy
     assert saved["selection"]["best_epoch"] in (0, 1) and saved["reported_splits"] == ["dev"]
     assert saved["substitutions"] == {} and saved["unavailable"] == {}
     assert "pretrain/" in saved["init"] and saved["init"].endswith("/model")

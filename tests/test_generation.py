@@ -7,7 +7,7 @@ import torch
 from gptbench import GPT
 from gptbench.models import LSTMConfig, build_model
 from gptbench.models.decoding import _IncrementalLM, generate, top_k_filter, top_p_filter
-from tests.conftest import pretrained_model
+from tests.conftest import pretrained_model, saved_hf_gpt
 
 transformers = pytest.importorskip("transformers")
 
@@ -17,12 +17,8 @@ PROMPTS = ([5, 17, 3], [40, 2, 2, 9, 101, 7, 64], [150])
 @pytest.fixture(scope="module")
 def hf_and_ours(tmp_path_factory):
     """A random tiny OpenAIGPTLMHeadModel, and the same weights through GPT.from_pretrained."""
-    config = transformers.OpenAIGPTConfig(vocab_size=211, n_positions=24, n_embd=48, n_layer=3, n_head=4)
-    torch.manual_seed(0)
-    hf = transformers.OpenAIGPTLMHeadModel(config).eval()
     path = tmp_path_factory.mktemp("hf")
-    hf.save_pretrained(path)
-    return hf, GPT.from_pretrained(path).eval()
+    return saved_hf_gpt(path, n_positions=24), GPT.from_pretrained(path).eval()
 
 
 def hf_generate(hf, prompt, new, **kw):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from gptbench.suite.report import write_report
+from gptbench.suite.report import stage_wall_seconds, write_report
 
 PROVENANCE = {
     "preset": "smoke",
@@ -261,13 +261,29 @@ def test_header_shows_provenance_and_what_the_numbers_are(results):
     assert "- corpus: 20 books, 2,500,000 bytes, 1,640,000 training tokens" in md
     assert ("- pre-training: 800 steps, 1,638,400 tokens seen, validation loss 5.250, validation perplexity 190.5, "
             "3,000 tokens/s, wall time 2.5 min (the paper's perplexity, 18.4, is per BPE token on BooksCorpus") in md
-    assert "- fine-tuning runs: 9 (7 done, 1 failed, 1 unavailable); wall time summed over them 2.5 min" in md
+    assert ("- fine-tuning runs: 9 (7 done, 1 failed, 1 unavailable); wall time summed over them 2.5 min; wall time "
+            "per stage (a run shared by two tables counted once): table2_nli 84.0 s, table4_classification 63.0 s") in md
     assert "- wall time: finetune 6.7 min, pretrain 2.5 min" in md
     assert "- git commit: abc1234" in md and "- machine: Linux x86_64, 2 CPU cores" in md
     assert "the median over seeds" in md
     assert "- ours dev vs paper GLUE test server: QNLI, RTE, CoLA (Matthews corr.), SST-2" in md
     assert "- ours test vs paper SNLI test (the same split): SNLI" in md
     assert "last validation at step 800: loss 5.250, perplexity 190.5" in md
+
+
+def test_wall_time_per_stage_counts_a_shared_run_once(tmp_path):
+    r = tmp_path / "results"
+    for table in ("table4_classification", "table5_ablations"):  # Table 5's full row reuses Table 4's run
+        put(r, table, done("sst2", 1, {"dev": {"accuracy": 0.8}}) | {"settings_key": "k1"})
+    put(r, "table5_ablations", done("sst2", 1, {"dev": {"accuracy": 0.6}}, variant="no_pretraining")
+        | {"settings_key": "k2", "wall_seconds": 30.0})  # fmt: skip
+    put(r, "figure2_layers", done("race", 1, {"dev": {"accuracy": 0.3}}, variant="transfer0") | {"settings_key": "k3"})
+    for step, seconds in ((0, 5.0), (10, 7.5)):
+        (r / "zeroshot" / "transformer").mkdir(parents=True, exist_ok=True)
+        (r / "zeroshot" / "transformer" / f"step{step}.json").write_text(json.dumps({"wall_seconds": seconds}))
+    stages = stage_wall_seconds(r, ["table2_nli", "table4_classification", "table5_ablations"])
+    assert stages == {"table4_classification": 21.0, "table5_ablations": 30.0, "figure2_layers": 21.0,
+                      "figure2_zeroshot": 12.5}  # fmt: skip
 
 
 def test_missing_provenance_is_said(tmp_path):

@@ -160,3 +160,24 @@ def test_task_seeds_give_the_small_tasks_more_seeds():
         expand(load_table("table4_glue"), "smoke", [], task_seeds={"nope": [1]})
     with pytest.raises(ConfigError, match="expected a mapping task -> list of integer seeds"):
         expand(load_table("table4_glue"), "smoke", [], task_seeds={"rte": "1,2"})
+
+
+def test_task_overrides_apply_to_that_task_before_the_sweeps_own():
+    from gptbench.config import ReproduceConfig
+
+    plan = ReproduceConfig(task_overrides={"race": ["finetune.max_train_examples=50", "finetune.epochs=2"]},
+                           overrides={"table3_qa": ["finetune.max_train_examples=70"]})  # fmt: skip
+    args = plan.arguments("table3_qa")
+    assert args == ["task_overrides={race: [finetune.max_train_examples=50, finetune.epochs=2]}",
+                    "finetune.max_train_examples=70"]  # fmt: skip
+    sweep, experiment = split_overrides(args)
+    runs = expand(load_table("table3_qa"), "smoke", experiment, task_overrides=sweep["task_overrides"])
+    by_task = {r.task: r.config().finetune for r in runs}
+    assert by_task["race"].epochs == 2 and by_task["story_cloze"].epochs == 1  # only RACE's runs take them
+    assert by_task["race"].max_train_examples == by_task["story_cloze"].max_train_examples == 70  # the sweep's win
+    runs = expand(load_table("table3_qa"), "smoke", [], task_overrides=sweep["task_overrides"])
+    assert {r.task: r.config().finetune.max_train_examples for r in runs} == {"race": 50, "story_cloze": 1500}
+    with pytest.raises(ConfigError, match=r"task_overrides names \['nope'\], which are not tasks"):
+        expand(load_table("table3_qa"), "smoke", [], task_overrides={"nope": ["finetune.epochs=2"]})
+    with pytest.raises(ConfigError, match="expected a mapping task -> list of key=value overrides"):
+        expand(load_table("table3_qa"), "smoke", [], task_overrides={"race": "finetune.epochs=2"})

@@ -21,7 +21,10 @@ Figures measured here:
 - pre-training memory: peak RSS of the training loop at two corpus sizes (the tokenized corpus is
   memory-mapped, so it should not grow with the corpus);
 - greedy generation in tokens/s: incremental decoding with the key/value cache, against
-  recomputing the whole sequence for every new token (both must give the same ids).
+  recomputing the whole sequence for every new token (both must give the same ids);
+- pre-training steps with glibc keeping the memory a step frees (:mod:`gptbench.training.allocator`,
+  on in every Trainer), against glibc's defaults, each in fresh processes taking turns; the note
+  gives both sides' kernel (system) CPU time per step and checks the losses are identical.
 """
 
 from __future__ import annotations
@@ -314,6 +317,60 @@ def generation_figure(n_layer: int, n_embd: int, n_head: int, n_ctx: int, vocab:
                   f"{new} new tokens after 8, batch 1; same ids: {same}")  # fmt: skip
 
 
+def _allocator_steps(keep: bool, size: dict, steps: int, queue) -> None:
+    """In a fresh process: one warm-up and ``steps`` timed pre-training steps of a random GPT of
+    ``size``, glibc keeping freed memory or not; puts (seconds, system CPU seconds, last loss)."""
+    import resource
+
+    from gptbench.models.gpt import GPT, GPTConfig
+    from gptbench.training.allocator import keep_freed_memory
+    from gptbench.training.common import adamw
+
+    if keep:
+        keep_freed_memory()
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=size["vocab"], n_special=0, n_ctx=size["n_ctx"], n_embd=size["n_embd"],
+                          n_layer=size["n_layer"], n_head=size["n_head"])).train()  # fmt: skip
+    optimizer = adamw(model, 1e-4, 0.01, (0.9, 0.999), 1e-8)
+    x = torch.randint(0, size["vocab"], (size["batch"], size["n_ctx"] + 1))
+
+    def step() -> float:
+        loss = F.cross_entropy(model.lm_logits(x[:, :-1]).flatten(0, 1), x[:, 1:].flatten())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return loss.item()
+
+    step()
+    start, sys_start = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF).ru_stime
+    losses = [step() for _ in range(steps)]
+    queue.put((time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF).ru_stime - sys_start, losses[-1]))
+
+
+def allocator_figure(size: dict, steps: int, reps: int, label: str) -> Figure:
+    """Tokens/s of pre-training steps with glibc keeping freed memory and with its defaults, each
+    side in ``reps`` fresh processes taking turns (the setting is process-wide)."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    runs: dict[bool, list[tuple[float, float, float]]] = {True: [], False: []}
+    for _ in range(reps):
+        for keep in (True, False):
+            queue = ctx.Queue()
+            proc = ctx.Process(target=_allocator_steps, args=(keep, size, steps, queue))
+            proc.start()
+            runs[keep].append(queue.get())
+            proc.join()
+    tokens = steps * size["batch"] * size["n_ctx"]
+    seconds = {keep: statistics.median(r[0] for r in rs) for keep, rs in runs.items()}
+    system = {keep: statistics.median(r[1] for r in rs) / steps for keep, rs in runs.items()}
+    same = {r[2] for rs in runs.values() for r in rs} == {runs[True][0][2]}
+    return Figure(f"pre-training step, kept freed memory, {label}", tokens / seconds[True], tokens / seconds[False],
+                  "tokens/s", "report", seconds[False] / seconds[True],
+                  f"system CPU per step {system[True]:.2f} s vs {system[False]:.2f} s (glibc defaults); "
+                  f"identical losses: {same}")  # fmt: skip
+
+
 def run_bench(out_dir: Path, data_dir: Path, gpt1_dir: Path, corpus_dir: Path, reps: int = 5, steps: int = 3,
               race: int = 200, texts: int = 2000, sst2: int = 4000, corpus_sizes: tuple[int, int] = (5_000_000, 50_000_000),
               cache_dir: Path | None = None, sizes: dict[str, dict] | None = None) -> list[Figure]:  # fmt: skip
@@ -332,6 +389,7 @@ def run_bench(out_dir: Path, data_dir: Path, gpt1_dir: Path, corpus_dir: Path, r
     figures.append(finetune_figure(data_dir, **size, examples=sst2, reps=reps, label=label))
     figures.append(memory_figure(corpus_dir, gpt1_dir, cache_dir or default_cache_dir(), corpus_sizes, 20))
     figures.append(generation_figure(**size, reps=reps, label=label))
+    figures.append(allocator_figure(size, steps, reps, label))
     table = ["| figure | ours | reference | ratio | target | note |", "| --- | --- | --- | --- | --- | --- |",
              *(f.line() for f in figures)]  # fmt: skip
     print("\n".join(table))

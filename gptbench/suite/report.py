@@ -93,6 +93,27 @@ def load_runs(results_dir: Path, table_ids) -> dict[tuple[str, str, str], list[R
     return {key: sorted(found, key=lambda r: r.seed) for key, found in sorted(runs.items())}
 
 
+def stage_wall_seconds(results_dir: Path, table_ids: list[str]) -> dict[str, float]:
+    """Seconds per stage from the result files: each ``runs/<table>/`` directory's fine-tunes, in
+    the paper's table order (a run two tables share, e.g. Table 5's full row and Table 4's runs,
+    counts in the first), then the zero-shot curves' snapshots (``zeroshot/<arch>/step<N>.json``)."""
+    runs_dir = results_dir / "runs"
+    others = sorted(p.name for p in runs_dir.glob("*") if p.is_dir() and p.name not in table_ids)
+    seen, stages = set(), {}
+    for table_id in [*table_ids, *others]:
+        for path in sorted((runs_dir / table_id).glob("*/*/seed*.json")):
+            d = read_run(path).data
+            identity = (d.get("task"), d.get("settings_key"), d.get("seed"))
+            if d["status"] != "done" or identity in seen:
+                continue
+            seen.add(identity)
+            stages[table_id] = stages.get(table_id, 0.0) + (d.get("wall_seconds") or 0.0)
+    zero_shot = [read_json(p) for p in sorted((results_dir / "zeroshot").glob("*/step*.json"))]
+    if zero_shot:
+        stages["figure2_zeroshot"] = sum(z.get("wall_seconds") or 0.0 for z in zero_shot if isinstance(z, dict))
+    return {stage: round(seconds, 1) for stage, seconds in stages.items()}
+
+
 def load_provenance(results_dir: Path) -> dict | None:
     path = results_dir / "provenance.json"
     if not path.is_file():
@@ -398,7 +419,8 @@ def build_leaderboard(results_dir: Path, paper: dict, curves: dict[str, list[dic
     runs = load_runs(results_dir, tables)
     every = [run.data for found in runs.values() for run in found]
     counts = {"files": len(every), **{s: sum(d["status"] == s for d in every) for s in STATUSES},
-              "wall_seconds": round(sum(d.get("wall_seconds") or 0 for d in every), 1)}  # fmt: skip
+              "wall_seconds": round(sum(d.get("wall_seconds") or 0 for d in every), 1),
+              "stages": stage_wall_seconds(results_dir, list(tables))}  # fmt: skip
     built = [build_table(tid, spec, runs, paper["previous_best"]) for tid, spec in tables.items()]
     figure2 = load_figure2(results_dir, paper["zero_shot_sota"])
     return {
@@ -529,7 +551,11 @@ def runs_line(counts: dict) -> str:
         return "fine-tuning runs: none yet (no runs/<table>/<task>/<variant>/seed<N>.json)"
     statuses = ", ".join(f"{counts[s]} {s}" for s in STATUSES)
     wall = fmt_seconds(counts["wall_seconds"])
-    return f"fine-tuning runs: {counts['files']} ({statuses}); wall time summed over them {wall}"
+    line = f"fine-tuning runs: {counts['files']} ({statuses}); wall time summed over them {wall}"
+    if counts.get("stages"):
+        line += ("; wall time per stage (a run shared by two tables counted once): "
+                 + ", ".join(f"{stage} {fmt_seconds(s)}" for stage, s in counts["stages"].items()))  # fmt: skip
+    return line
 
 
 # ---------------------------------------------------------------------------------------------

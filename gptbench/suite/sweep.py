@@ -29,6 +29,7 @@ import traceback
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Callable
 
 from omegaconf import OmegaConf
 
@@ -37,7 +38,7 @@ from gptbench.io import atomic_write_json
 from gptbench.run_identity import finetune_settings, settings_key
 from gptbench.suite.figure2 import LAYERS_TABLE, run_zero_shot_curve, write_figure2
 
-SWEEP_KEYS = ("seeds", "task_seeds", "tasks", "variants", "jobs", "executor", "results_dir", "max_examples")
+SWEEP_KEYS = ("seeds", "task_seeds", "task_overrides", "tasks", "variants", "jobs", "executor", "results_dir", "max_examples")
 EXECUTORS = ("local", "slurm", "submitit_local")
 
 
@@ -123,11 +124,15 @@ def split_overrides(overrides: list[str]) -> tuple[dict, list[str]]:
 
 
 def expand(table: Table, preset: str, overrides: list[str], seeds=None, tasks=None, variants=None,
-           stand_ins: dict[str, tuple[str, str]] | None = None, task_seeds: dict | None = None) -> list[Run]:  # fmt: skip
+           stand_ins: dict[str, tuple[str, str]] | None = None, task_seeds: dict | None = None,
+           task_overrides: dict | None = None) -> list[Run]:  # fmt: skip
     """Every run of the table on the preset: variant x task x seed, in that order. ``stand_ins``
     maps a task of the table to (the task run in its place, why); ``task_seeds`` gives some tasks
-    their own seeds (e.g. more seeds for the small tasks), the others take ``seeds``."""
+    their own seeds (e.g. more seeds for the small tasks), the others take ``seeds``;
+    ``task_overrides`` gives the runs of a task (the one actually run) overrides of their own,
+    e.g. a smaller training subset for RACE, applied before the sweep's and the variant's."""
     task_seeds = _task_seeds(table, task_seeds)
+    task_overrides = _task_overrides(table, task_overrides)
     table = table.with_layers(load_config(preset, overrides).model.n_layer)
     unknown = sorted(set(tasks or ()) - set(table.tasks)) + sorted(set(variants or ()) - set(table.variants))
     if unknown:
@@ -139,7 +144,8 @@ def expand(table: Table, preset: str, overrides: list[str], seeds=None, tasks=No
             for seed in task_seeds.get(task) or seeds or table.seeds:
                 own = [f"finetune.task={run_task}", f"finetune.seed={seed}"]
                 runs.append(Run(table.name, table.paper_table, run_task, variant, int(seed), preset,
-                                (*overrides, *table.variants[variant], *own), note))  # fmt: skip
+                                (*task_overrides.get(run_task, ()), *overrides, *table.variants[variant], *own),
+                                note))  # fmt: skip
     for run in runs:
         run.config()  # every configuration is valid before any work starts
     return runs
@@ -147,19 +153,30 @@ def expand(table: Table, preset: str, overrides: list[str], seeds=None, tasks=No
 
 def _task_seeds(table: Table, task_seeds) -> dict[str, list[int]]:
     """``task_seeds={rte: [1, 2, 3], ...}``, checked: known tasks, lists of integer seeds."""
+    return _per_task(table, "task_seeds", task_seeds, lambda s: isinstance(s, int),
+                     "list of integer seeds, e.g. task_seeds='{rte: [1, 2, 3]}'")  # fmt: skip
+
+
+def _task_overrides(table: Table, task_overrides) -> dict[str, list[str]]:
+    """``task_overrides={race: [finetune.max_train_examples=500], ...}``, checked: known tasks,
+    lists of ``key=value`` overrides (each is validated with the run's configuration)."""
+    return _per_task(table, "task_overrides", task_overrides, lambda o: isinstance(o, str) and "=" in o,
+                     "list of key=value overrides, e.g. task_overrides='{race: [finetune.max_train_examples=500]}'")  # fmt: skip
+
+
+def _per_task(table: Table, key: str, value, valid_item: Callable[[object], bool], expected: str) -> dict[str, list]:
+    """A sweep key mapping tasks to non-empty lists of valid items, or a ConfigError naming it."""
     from gptbench.tasks import TASKS
 
-    if not task_seeds:
+    if not value:
         return {}
-    if not isinstance(task_seeds, dict) or not all(
-        isinstance(v, list) and v and all(isinstance(s, int) for s in v) for v in task_seeds.values()
-    ):
-        raise ConfigError(f"sweep {table.name}: task_seeds={task_seeds!r}: expected a mapping task -> list of integer "
-                          "seeds, e.g. task_seeds='{rte: [1, 2, 3]}'")  # fmt: skip
-    unknown = sorted(set(task_seeds) - set(TASKS))
+    if not isinstance(value, dict) or not all(isinstance(v, list) and v and all(map(valid_item, v))
+                                              for v in value.values()):  # fmt: skip
+        raise ConfigError(f"sweep {table.name}: {key}={value!r}: expected a mapping task -> {expected}")
+    unknown = sorted(set(value) - set(TASKS))
     if unknown:
-        raise ConfigError(f"sweep {table.name}: task_seeds names {unknown}, which are not tasks")
-    return task_seeds
+        raise ConfigError(f"sweep {table.name}: {key} names {unknown}, which are not tasks")
+    return value
 
 
 def request_key(cfg: ExperimentConfig) -> str:
@@ -316,7 +333,7 @@ def run_sweep(table_name: str, preset: str, overrides: list[str]) -> Path:
 
     sweep, experiment = split_overrides(overrides)
     if table_name in experiment_files("zero_shot_curve") or _kind(table_name) == "zero_shot_curve":
-        unknown = sorted(set(sweep) - {"tasks", "results_dir", "max_examples", "task_seeds"})
+        unknown = sorted(set(sweep) - {"tasks", "results_dir", "max_examples", "task_seeds", "task_overrides"})
         if unknown:
             raise ConfigError(f"sweep {table_name}: {unknown} do not apply to a zero-shot curve (it takes tasks=, "
                               "max_examples=, results_dir=)")  # fmt: skip
@@ -326,7 +343,7 @@ def run_sweep(table_name: str, preset: str, overrides: list[str]) -> Path:
         raise ConfigError(f"sweep {table_name}: max_examples= applies to zero-shot curves only")
     table = load_table(table_name)
     runs = expand(table, preset, experiment, sweep.get("seeds"), sweep.get("tasks"), sweep.get("variants"),
-                  stand_ins(table, preset, experiment), sweep.get("task_seeds"))  # fmt: skip
+                  stand_ins(table, preset, experiment), sweep.get("task_seeds"), sweep.get("task_overrides"))  # fmt: skip
     jobs, executor = int(sweep.get("jobs", 1)), sweep.get("executor", "local")
     if jobs < 1 or executor not in EXECUTORS:
         raise ConfigError(f"jobs={jobs}, executor={executor!r}: expected jobs >= 1 and executor in {EXECUTORS}")

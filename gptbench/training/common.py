@@ -20,6 +20,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 from gptbench.config import ConfigError, TrainerConfig
 from gptbench.errors import NonFiniteLoss
+from gptbench.training.allocator import keep_freed_memory
 
 
 def adamw(module: torch.nn.Module, lr: float, weight_decay: float, betas, eps: float) -> torch.optim.AdamW:
@@ -290,6 +291,8 @@ def make_trainer(
     Resuming from ``resume_from``, TensorBoard is told to drop what the interrupted session logged
     at or after the checkpoint's step (``purge_step``): those steps are trained and logged again,
     and would otherwise show twice."""
+    if trainer_cfg.keep_freed_memory:
+        keep_freed_memory()
     return L.Trainer(
         default_root_dir=run_dir,
         accelerator=trainer_cfg.accelerator,
