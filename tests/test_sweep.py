@@ -144,6 +144,34 @@ def test_kill_9_mid_sweep_then_rerun_equals_an_uninterrupted_sweep(pretrained, t
     assert leftovers == []  # no half-written result
 
 
+def test_sigterm_to_the_sweep_stops_its_worker_which_saves_and_resumes(pretrained, tmp_path):
+    init = f"finetune.init={pretrained_model(pretrained)}"
+    table = write_table(tmp_path / "t.yaml", ["rte"], [1], {"full": []})
+    results = tmp_path / "results"
+    cmd = [sys.executable, "-m", "gptbench.cli", "sweep", str(table), "smoke", *pretrained, init, "name=term",
+           "finetune.epochs=40", "finetune.max_train_examples=160", f"results_dir={results}"]  # fmt: skip
+    process = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    runs_dir = Path(next(o.split("=", 1)[1] for o in pretrained if o.startswith("runs_dir=")))
+    checkpoints = runs_dir / "term" / "finetune" / "rte"
+    deadline = time.time() + 300
+    while not list(checkpoints.glob("*/seed1/checkpoints/epoch0-*.ckpt")) and time.time() < deadline:
+        time.sleep(0.05)
+    process.terminate()  # the sweep's own pid only, as `kill <pid>` does
+    assert process.wait(timeout=120) == 143
+    deadline = time.time() + 60  # the worker (and the forkserver) leave the process group
+    while time.time() < deadline:
+        try:
+            os.killpg(process.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.2)
+    else:
+        os.killpg(process.pid, signal.SIGKILL)
+        raise AssertionError("a worker outlived the sweep it belonged to")
+    assert list(checkpoints.glob("*/seed1/checkpoints/on_exception.ckpt"))
+    assert not (results / "runs/table2_nli/rte/full/seed1.json").is_file()  # not marked failed: a rerun resumes
+
+
 def test_task_seeds_give_the_small_tasks_more_seeds():
     from gptbench.config import ReproduceConfig
 

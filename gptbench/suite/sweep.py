@@ -23,7 +23,9 @@ import contextlib
 import json
 import multiprocessing
 import os
+import signal
 import sys
+import threading
 import time
 import traceback
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -392,12 +394,34 @@ def fresh_process_context():
     return context
 
 
+@contextlib.contextmanager
+def _stopping_workers_on_sigterm(pool: ProcessPoolExecutor):
+    """SIGTERM to the sweep (``kill <pid>``, a scheduler's preemption) reaches its runs: each worker
+    is sent SIGTERM too, saves ``on_exception.ckpt`` and exits, then the sweep exits with 143 and a
+    rerun resumes them. Without this the workers, children of the forkserver rather than of the
+    sweep, would train on orphaned. (Ctrl-C already reaches the whole process group.)"""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        for process in list((pool._processes or {}).values()):  # the executor keeps no public list
+            process.terminate()
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _run_local(runs: list[Run], results_dir: Path, jobs: int, progress: Progress) -> None:
     """Each run in a fresh process (a crash stays in its run), ``jobs`` at a time."""
     threads = max(1, (os.cpu_count() or 1) // jobs)
     context = fresh_process_context()
     pending, started = list(runs), {}
-    with ProcessPoolExecutor(jobs, mp_context=context, max_tasks_per_child=1) as pool:
+    with ProcessPoolExecutor(jobs, mp_context=context, max_tasks_per_child=1) as pool, _stopping_workers_on_sigterm(pool):
         while pending or started:
             while pending and len(started) < jobs:
                 run = pending.pop(0)
