@@ -188,6 +188,11 @@ def test_claims_on_known_numbers():
     same = table5({"full": {"CoLA": 20.0, "RTE": 55.0}, "no_aux_lm": {"CoLA": 21.0, "RTE": 50.0}},
                   sizes={"CoLA": 3000, "RTE": 3000})  # fmt: skip
     assert claims.check_aux_lm(same)["verdict"] == "not tested"
+    spread = table5({"full": {"CoLA": 20.0, "RTE": 55.0}, "no_pretraining": {"CoLA": 10.0, "RTE": 54.0}})
+    for c in spread["cells"]:  # three seeds each: RTE's ranges overlap, CoLA's do not
+        c.update(n=3, min=c["median"] - 2, max=c["median"] + 2)
+    evidence = claims.check_pretraining(spread)["evidence"]
+    assert "CoLA 20.0 vs 10.0 (+10.0)" in evidence and "RTE 55.0 vs 54.0 (+1.0, within the seeds' spread)" in evidence
     layers = {"layers": [{"task": "race", "split": "dev", "n_layers": n, "score": s} for n, s in enumerate([30, 35, 40])]
               + [{"task": "rte", "split": "dev", "n_layers": n, "score": s} for n, s in enumerate([50, 49, 52])]}
     assert claims.check_layers(layers)["verdict"] == "partly"

@@ -74,8 +74,16 @@ def _table5_pairs(table5: dict | None, variant: str) -> list[tuple[dict, dict]]:
             and cells.get((variant, label), {}).get("median") is not None]  # fmt: skip
 
 
+def _overlap(a: dict, b: dict) -> bool:
+    """Both cells scored over several seeds and their min-max ranges overlap: the difference of the
+    medians is within the seeds' spread."""
+    spread = all((c.get("n") or 0) >= 2 and c.get("min") is not None and c.get("max") is not None for c in (a, b))
+    return spread and a["min"] <= b["max"] and b["min"] <= a["max"]
+
+
 def _columns_line(pairs, names: tuple[str, str]) -> str:
-    return "; ".join(f"{a['column']} {_fmt(a['median'])} vs {_fmt(b['median'])} ({_signed(a['median'] - b['median'])})"
+    return "; ".join(f"{a['column']} {_fmt(a['median'])} vs {_fmt(b['median'])} ({_signed(a['median'] - b['median'])}"
+                     + (", within the seeds' spread" if _overlap(a, b) else "") + ")"
                      for a, b in pairs) + f" ({names[0]} vs {names[1]})"  # fmt: skip
 
 
