@@ -413,7 +413,7 @@ def _finetune(cfg: ExperimentConfig, task: TaskSpec, stage_dir: Path, data_root:
             "best_epoch": chosen["epoch"],
             "best_step": chosen["global_step"],
             # the selected epoch's score on the selection split (how settings are compared)
-            "score": None if select == "last" else float(best.best_model_score),
+            "score": None if select == "last" or best.best_model_score is None else float(best.best_model_score),
             "holdout_examples": len(data.splits["holdout"]) if "holdout" in data.splits else 0,
         },
         "reported_splits": [*data.report_splits, *data.test_splits],
