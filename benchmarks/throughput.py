@@ -1,6 +1,7 @@
 """Training throughput (tokens/s) of a preset's model on this machine.
 
     python benchmarks/throughput.py mini [key=value ...] [--steps 20]
+    python benchmarks/throughput.py mini architecture=lstm     # Table 5's LSTM of the preset
 
 Times full optimizer steps (forward, backward, AdamW) on random tokens of the preset's shape,
 after warm-up steps, and prints tokens/s plus how long the preset's pre-training would take.
@@ -14,7 +15,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from gptbench import GPT, GPTConfig
+from gptbench.models import build_model
 from gptbench.config import load_config
 from gptbench.training.common import adamw
 
@@ -28,7 +29,7 @@ def main() -> None:
     args = parser.parse_args()
     cfg = load_config(args.config, args.overrides)
     vocab = cfg.tokenizer.vocab_size if cfg.tokenizer.kind == "trained" else 40478
-    model = GPT(GPTConfig(**{**cfg.model.__dict__, "vocab_size": vocab})).train()
+    model = build_model(cfg.network_config(vocab, n_special=3)).train()
     p = cfg.pretrain
     optimizer = adamw(model, p.lr, p.weight_decay, p.betas, p.eps)
     x = torch.randint(0, vocab, (p.batch_size, cfg.model.n_ctx + 1))
@@ -42,7 +43,8 @@ def main() -> None:
         optimizer.step()
     seconds = (time.perf_counter() - start) / args.steps
     tokens = p.batch_size * p.accumulate_grad_batches * cfg.model.n_ctx
-    print(f"{cfg.name}: {model.num_parameters():,} parameters, {torch.get_num_threads()} threads")
+    parameters = sum(p.numel() for p in model.parameters())
+    print(f"{cfg.name} ({cfg.architecture}): {parameters:,} parameters, {torch.get_num_threads()} threads")
     print(f"  {seconds * 1000:.0f} ms/step of {tokens} tokens -> {tokens / seconds:,.0f} tokens/s")
     print(f"  {p.max_steps} steps -> {p.max_steps * seconds * p.accumulate_grad_batches / 60:.1f} min of pre-training")
 
