@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader
 
 from gptbench.data.task_data import collate, datamodule
 from gptbench.evaluation.loading import load_model_and_tokenizer
@@ -39,8 +40,7 @@ C_GRID = (0.01, 0.1, 1.0, 10.0, 100.0)
 def frozen_features(model, data, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
     """(N, D) extract-token states (summed over an example's sequences) and (N,) labels."""
     feats, labels = [], []
-    for start in range(0, len(data), batch_size):
-        batch = collate([data[i] for i in range(start, min(start + batch_size, len(data)))])
+    for batch in DataLoader(data, batch_size=batch_size, collate_fn=collate):
         states, _ = extract_states(model, batch["input_ids"], batch["attention_mask"])
         feats.append(states.sum(dim=1).double().numpy())
         labels.append(batch["labels"].numpy())

@@ -69,6 +69,37 @@ def interleaved(sides: dict[str, Callable[[], object]], reps: int) -> dict[str, 
     return {name: statistics.median(t) for name, t in times.items()}
 
 
+def random_gpt(n_layer: int, n_embd: int, n_head: int, n_ctx: int, vocab: int, **_):
+    """A gptbench GPT of that size with seed-0 random weights and no special tokens."""
+    from gptbench.models.gpt import GPT, GPTConfig
+
+    torch.manual_seed(0)
+    return GPT(GPTConfig(vocab_size=vocab, n_special=0, n_ctx=n_ctx, n_embd=n_embd, n_layer=n_layer, n_head=n_head))
+
+
+def lm_step(logits: torch.Tensor, targets: torch.Tensor, optimizer) -> float:
+    """One optimizer step on the next-token loss of (B, T, V) ``logits`` against (B, T) ``targets``."""
+    loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+
+
+def in_fresh_process(target: Callable, *args):
+    """Run ``target(*args, queue)`` in a spawned process (process-wide settings and peak RSS start
+    clean there) and return what it put on the queue."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=target, args=(*args, queue))
+    proc.start()
+    result = queue.get()
+    proc.join()
+    return result
+
+
 def matmul_flops_per_second(n: int = 1024, reps: int = 5) -> float:
     """This machine's fp32 matmul rate (FLOP/s), the median of ``reps`` n x n products."""
     a, b = torch.randn(n, n), torch.randn(n, n)
@@ -80,25 +111,18 @@ def pretrain_step_figures(n_layer: int, n_embd: int, n_head: int, n_ctx: int, vo
                           steps: int, reps: int, label: str) -> list[Figure]:  # fmt: skip
     """Tokens/s of a gptbench GPT and of transformers' OpenAIGPTLMHeadModel holding the same weights,
     and the MFU of ours."""
-    from gptbench.models.gpt import GPT, GPTConfig
     from gptbench.training.common import adamw
 
-    torch.manual_seed(0)
-    ours = GPT(GPTConfig(vocab_size=vocab, n_special=0, n_ctx=n_ctx, n_embd=n_embd, n_layer=n_layer,
-                         n_head=n_head)).train()  # fmt: skip
+    ours = random_gpt(n_layer, n_embd, n_head, n_ctx, vocab).train()
     x = torch.randint(0, vocab, (batch, n_ctx + 1))
-    inputs, targets = x[:, :-1], x[:, 1:].reshape(-1)
+    inputs, targets = x[:, :-1], x[:, 1:]
 
     def step_fn(model, logits_of):
         optimizer = adamw(model, 1e-4, 0.01, (0.9, 0.999), 1e-8)
 
         def step():
             for _ in range(steps):
-                logits = logits_of(model)
-                loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                lm_step(logits_of(model), targets, optimizer)
 
         return step
 
@@ -260,10 +284,7 @@ def _pretrain_memory(corpus_dir: str, gpt1_dir: str, cache_dir: str, max_bytes: 
     model = GPT(GPTConfig(vocab_size=tok.vocab_size, n_ctx=64, n_embd=64, n_layer=2, n_head=2))
     optimizer = adamw(model, 1e-4, 0.01, (0.9, 0.999), 1e-8)
     for step, (x, y) in zip(range(steps), data.train_dataloader()):
-        loss = F.cross_entropy(model.lm_logits(x.long()).flatten(0, 1), y.long().flatten())
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+        lm_step(model.lm_logits(x.long()), y.long(), optimizer)
     status = Path("/proc/self/status").read_text()
     mib = {k: int(_re.search(rf"{k}:\s+(\d+) kB", status).group(1)) / 1024 for k in ("VmHWM", "RssAnon", "RssFile")}
     queue.put((mib["VmHWM"], mib["RssAnon"], mib["RssFile"], int(data.tokens["train"].size)))
@@ -272,18 +293,10 @@ def _pretrain_memory(corpus_dir: str, gpt1_dir: str, cache_dir: str, max_bytes: 
 def memory_figure(corpus_dir: Path, gpt1_dir: Path, cache_dir: Path, sizes: tuple[int, int], steps: int) -> Figure:
     """Peak RSS of pre-training on a small and a ten times larger corpus, each in a fresh process
     after the corpus was tokenized by another (tokenization itself holds one book at a time)."""
-    import multiprocessing
-
-    ctx = multiprocessing.get_context("spawn")
     measured = []
     for size in sizes:
         for _ in range(2):  # the first process tokenizes (cached), the second is measured
-            queue = ctx.Queue()
-            proc = ctx.Process(target=_pretrain_memory, args=(str(corpus_dir), str(gpt1_dir), str(cache_dir), size,
-                                                              steps, queue))  # fmt: skip
-            proc.start()
-            result = queue.get()
-            proc.join()
+            result = in_fresh_process(_pretrain_memory, str(corpus_dir), str(gpt1_dir), str(cache_dir), size, steps)
         measured.append(result)
     (small_peak, small_anon, _, small_tokens), (large_peak, large_anon, large_file, large_tokens) = measured
     return Figure("pre-training peak RSS", large_peak, small_peak, "MiB", "~1x (memory-mapped)", large_peak / small_peak,
@@ -295,11 +308,7 @@ def generation_figure(n_layer: int, n_embd: int, n_head: int, n_ctx: int, vocab:
                       **_) -> Figure:  # fmt: skip
     """Tokens/s of greedy decoding from an 8-token prompt to the full context, with the key/value
     cache and by recomputing the sequence for each token; both must give the same ids."""
-    from gptbench.models.gpt import GPT, GPTConfig
-
-    torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=vocab, n_special=0, n_ctx=n_ctx, n_embd=n_embd, n_layer=n_layer,
-                          n_head=n_head)).eval()  # fmt: skip
+    model = random_gpt(n_layer, n_embd, n_head, n_ctx, vocab).eval()
     prompt = torch.randint(0, vocab, (1, 8))
     new = n_ctx - prompt.shape[1]
 
@@ -322,24 +331,17 @@ def _allocator_steps(keep: bool, size: dict, steps: int, queue) -> None:
     ``size``, glibc keeping freed memory or not; puts (seconds, system CPU seconds, last loss)."""
     import resource
 
-    from gptbench.models.gpt import GPT, GPTConfig
     from gptbench.training.allocator import keep_freed_memory
     from gptbench.training.common import adamw
 
     if keep:
         keep_freed_memory()
-    torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=size["vocab"], n_special=0, n_ctx=size["n_ctx"], n_embd=size["n_embd"],
-                          n_layer=size["n_layer"], n_head=size["n_head"])).train()  # fmt: skip
+    model = random_gpt(**size).train()
     optimizer = adamw(model, 1e-4, 0.01, (0.9, 0.999), 1e-8)
     x = torch.randint(0, size["vocab"], (size["batch"], size["n_ctx"] + 1))
 
     def step() -> float:
-        loss = F.cross_entropy(model.lm_logits(x[:, :-1]).flatten(0, 1), x[:, 1:].flatten())
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        return loss.item()
+        return lm_step(model.lm_logits(x[:, :-1]), x[:, 1:], optimizer)
 
     step()
     start, sys_start = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF).ru_stime
@@ -350,17 +352,10 @@ def _allocator_steps(keep: bool, size: dict, steps: int, queue) -> None:
 def allocator_figure(size: dict, steps: int, reps: int, label: str) -> Figure:
     """Tokens/s of pre-training steps with glibc keeping freed memory and with its defaults, each
     side in ``reps`` fresh processes taking turns (the setting is process-wide)."""
-    import multiprocessing
-
-    ctx = multiprocessing.get_context("spawn")
     runs: dict[bool, list[tuple[float, float, float]]] = {True: [], False: []}
     for _ in range(reps):
         for keep in (True, False):
-            queue = ctx.Queue()
-            proc = ctx.Process(target=_allocator_steps, args=(keep, size, steps, queue))
-            proc.start()
-            runs[keep].append(queue.get())
-            proc.join()
+            runs[keep].append(in_fresh_process(_allocator_steps, keep, size, steps))
     tokens = steps * size["batch"] * size["n_ctx"]
     seconds = {keep: statistics.median(r[0] for r in rs) for keep, rs in runs.items()}
     system = {keep: statistics.median(r[1] for r in rs) / steps for keep, rs in runs.items()}
