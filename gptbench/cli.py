@@ -1,4 +1,4 @@
-"""Command line: gptbench pretrain|finetune|reproduce|sweep|report|zeroshot|generate|data|bench.
+"""Command line: gptbench pretrain|finetune|reproduce|sweep|report|zeroshot|generate|fill-mask|data|bench.
 
 Every command takes a config (a YAML path or a preset name from experiments/) followed by
 key=value overrides, e.g. gptbench finetune smoke finetune.task=sst2 finetune.lm_coef=0.
@@ -86,6 +86,7 @@ def _data(args) -> None:
 ZEROSHOT_KEYS = ("tasks", "max_examples", "data_dir", "gpt1_dir", "out", "device")
 GENERATE_KEYS = ("max_new_tokens", "strategy", "num_beams", "length_penalty", "temperature", "top_k", "top_p",
                  "num_return_sequences", "seed", "context", "gpt1_dir", "device")  # fmt: skip
+FILL_MASK_KEYS = ("top_k", "device")
 
 
 def _options(command: str, overrides: list[str], keys: tuple[str, ...]) -> dict[str, str]:
@@ -154,12 +155,31 @@ def _generate(args) -> None:
     ids = tokenizer.encode(args.prompt)
     try:
         out = model.generate(ids, **dataclasses.asdict(config))
-    except ValueError as e:  # a prompt longer than the context under context=stop
+    except (ValueError, NotImplementedError) as e:  # a prompt longer than the context (context=stop); an encoder
         raise ConfigError(f"generate: {e}") from None
     for i, row in enumerate(out.tolist()):
         if len(out) > 1:
             print(f"--- {i + 1} ---")
         print(f"{tokenizer.decode(row[: len(ids)])} >>> {tokenizer.decode(row[len(ids):])}")
+
+
+def _fill_mask(args) -> None:
+    """The BERT encoder's top-k tokens for each [MASK] of a text."""
+    from gptbench.evaluation.fill_mask import fill_mask
+    from gptbench.evaluation.loading import load_model_and_tokenizer
+
+    opts = _options("fill-mask", args.overrides, FILL_MASK_KEYS)
+    try:
+        top_k = int(opts.get("top_k", 5))
+    except ValueError:
+        raise ConfigError(f"fill-mask: top_k must be an integer, got {opts['top_k']!r}") from None
+    model, tokenizer = load_model_and_tokenizer(args.checkpoint, device=opts.get("device"))
+    try:
+        masks = fill_mask(model, tokenizer, args.text, top_k)
+    except ValueError as e:
+        raise ConfigError(f"fill-mask: {e}") from None
+    for i, candidates in enumerate(masks, 1):
+        print(f"[MASK] {i}: " + "  ".join(f"{c.token.strip() or repr(c.token)} {c.probability:.3f}" for c in candidates))
 
 
 def _epilog() -> str:
@@ -186,6 +206,7 @@ examples:
   gptbench sweep table4_glue smoke seeds=[1,2,3]    a paper table, three seeds
   gptbench zeroshot runs/smoke/pretrain/model       the zero-shot heuristics of a checkpoint
   gptbench generate runs/smoke/pretrain/model "the old man" strategy=sample top_p=0.9 seed=1
+  gptbench fill-mask runs/smoke/pretrain/bert-model "the cat [MASK] on the mat"   (architecture=bert)
   gptbench data rte                                 what data a task has here
   gptbench report results/smoke                     regenerate the leaderboard
 """
@@ -252,6 +273,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "length_penalty=1 temperature=1 top_k=N top_p=P num_return_sequences=1 seed=N context=stop|slide "
                    "gpt1_dir=PATH device=cpu|cuda")  # fmt: skip
     p.set_defaults(fn=_generate)
+    p = sub.add_parser("fill-mask", help="the BERT encoder's most likely tokens for each [MASK] of a text")
+    p.add_argument("checkpoint", help="a BERT encoder: gptbench model dir or .ckpt (architecture=bert)")
+    p.add_argument("text", help='e.g. "the cat [MASK] on the mat"')
+    p.add_argument("overrides", nargs="*", help="top_k=5 device=cpu|cuda")
+    p.set_defaults(fn=_fill_mask)
     p = sub.add_parser("bench", help="gptbench's speed beside its references (ratios, medians of interleaved runs)")
     p.add_argument("--reps", type=int, default=5, help="interleaved repetitions per figure (default 5)")
     p.add_argument("--steps", type=int, default=3, help="optimizer steps per timed repetition (default 3)")

@@ -19,12 +19,13 @@ from omegaconf.errors import OmegaConfBaseException
 
 from gptbench.models.gpt import GPTConfig
 from gptbench.models import ARCHITECTURES as NETWORKS
+from gptbench.models.bert import BertConfig
 from gptbench.models.lstm import LSTMConfig
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
 PRECISIONS = ("32-true", "32", "bf16-mixed", "bf16-true", "16-mixed")
 SELECTIONS = ("auto", "holdout", "dev", "last")
-ARCHITECTURES = tuple(NETWORKS)  # transformer, lstm
+ARCHITECTURES = tuple(NETWORKS)  # transformer, lstm, bert
 
 
 class ConfigError(ValueError):
@@ -174,7 +175,9 @@ class ExperimentConfig:
     runs_dir: str = "runs"
     cache_dir: str = "${oc.env:GPTBENCH_CACHE,${oc.env:HOME,.}/.cache/gptbench}"
     resume: bool = False  # continue from the run directory's last checkpoint
-    architecture: str = "transformer"  # transformer: GPT-1 (the model section) | lstm: Table 5's LSTM
+    # transformer: GPT-1 (the model section) | lstm: Table 5's LSTM | bert: a BERT-style encoder of the
+    # model section's shape, pre-trained on masked tokens (gptbench.training.masked_lm)
+    architecture: str = "transformer"
     model: GPTConfig = field(default_factory=GPTConfig)
     lstm: LSTMSettings = field(default_factory=LSTMSettings)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
@@ -192,12 +195,16 @@ class ExperimentConfig:
     def finetune_seed(self) -> int:
         return self.seed if self.finetune.seed is None else self.finetune.seed
 
-    def network_config(self, vocab_size: int, n_special: int) -> GPTConfig | LSTMConfig:
+    def network_config(self, vocab_size: int, n_special: int) -> GPTConfig | LSTMConfig | BertConfig:
         """The config of a fresh network of ``architecture`` for a tokenizer's vocabulary."""
         vocab = {"vocab_size": vocab_size, "n_special": n_special}
-        if self.architecture == "transformer":
-            return GPTConfig(**{**asdict(self.model), **vocab})
         m = self.model
+        if self.architecture == "transformer":
+            return GPTConfig(**{**asdict(m), **vocab})
+        if self.architecture == "bert":  # the tokenizer's task tokens, then [MASK]
+            return BertConfig(vocab_size=vocab_size, n_special=n_special + 1, n_ctx=m.n_ctx, n_embd=m.n_embd,
+                              n_layer=m.n_layer, n_head=m.n_head, embd_pdrop=m.embd_pdrop, attn_pdrop=m.attn_pdrop,
+                              resid_pdrop=m.resid_pdrop, initializer_range=m.initializer_range)  # fmt: skip
         return LSTMConfig(**vocab, n_ctx=m.n_ctx, n_embd=m.n_embd, n_hidden=self.lstm.n_hidden,
                           n_layer=self.lstm.n_layer, embd_pdrop=m.embd_pdrop, resid_pdrop=m.resid_pdrop,
                           initializer_range=m.initializer_range)  # fmt: skip
@@ -338,7 +345,7 @@ def validate(cfg: ExperimentConfig) -> None:
     check(f.select in SELECTIONS, "finetune.select", f"one of {SELECTIONS}", f.select)
     check(0 < f.holdout_fraction < 1, "finetune.holdout_fraction", "in (0, 1)", f.holdout_fraction)
     check(f.holdout_max > 0, "finetune.holdout_max", "> 0", f.holdout_max)
-    n_layer = cfg.model.n_layer if cfg.architecture == "transformer" else cfg.lstm.n_layer
+    n_layer = cfg.lstm.n_layer if cfg.architecture == "lstm" else cfg.model.n_layer
     check(-1 <= f.n_transfer <= n_layer, "finetune.n_transfer", f"-1 (all) or 0..{n_layer}", f.n_transfer)
     check(f.lm_coef >= 0, "finetune.lm_coef", ">= 0", f.lm_coef)
     check(not (f.freeze_body and f.lm_coef > 0), "finetune.lm_coef", "0 with finetune.freeze_body=true (a frozen "

@@ -54,10 +54,12 @@ def _corpus_settings(cfg: ExperimentConfig) -> dict:
 
 
 def _network_settings(cfg: ExperimentConfig) -> dict:
-    """The model section, plus the architecture and LSTM settings for an LSTM (a Transformer's
-    settings, and so its keys, are as they were before the LSTM existed)."""
+    """The model section, plus the architecture (and the LSTM settings for an LSTM); a
+    Transformer's settings, and so its keys, are as they were before the other networks existed."""
     if cfg.architecture == "transformer":
         return {"model": asdict(cfg.model)}
+    if cfg.architecture == "bert":
+        return {"model": asdict(cfg.model), "architecture": cfg.architecture}
     return {"model": asdict(cfg.model), "architecture": cfg.architecture, "lstm": asdict(cfg.lstm)}
 
 
@@ -103,7 +105,8 @@ def _network_label(cfg: ExperimentConfig) -> str:
     m = cfg.model
     if cfg.architecture == "lstm":
         return f"lstm{cfg.lstm.n_layer}x{cfg.lstm.n_hidden}-e{m.n_embd}-ctx{m.n_ctx}"
-    return f"{m.n_layer}x{m.n_embd}-ctx{m.n_ctx}"
+    prefix = "bert" if cfg.architecture == "bert" else ""
+    return f"{prefix}{m.n_layer}x{m.n_embd}-ctx{m.n_ctx}"
 
 
 def _pretrain_label(cfg: ExperimentConfig) -> str:
@@ -113,8 +116,8 @@ def _pretrain_label(cfg: ExperimentConfig) -> str:
 def _finetune_label(cfg: ExperimentConfig) -> str:
     f = cfg.finetune
     init = {"pretrained": "pretrained", "none": "scratch"}.get(f.init, "weights")
-    if cfg.architecture == "lstm" and f.init in ("pretrained", "none"):
-        init = f"lstm-{init}"
+    if cfg.architecture != "transformer" and f.init in ("pretrained", "none"):
+        init = f"{cfg.architecture}-{init}"
     transfer = "" if f.n_transfer < 0 else f"-transfer{f.n_transfer}"
     return f"{init}{transfer}-lm{f.lm_coef:g}-lr{f.lr:g}-{f.epochs}ep-{f.select}"
 

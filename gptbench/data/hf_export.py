@@ -56,9 +56,13 @@ _SPACY_LIKE = "|".join([
 ])  # fmt: skip
 
 
-def transformers_tokenizer(tokenizer: Tokenizer) -> tokenizers.Tokenizer:
-    """The ``tokenizers`` pipeline exported as ``tokenizer.json``: the same BPE and task-token ids,
-    an imitation of GPT-1's pre-tokenization, and a decoder that turns '</w>' back into spaces."""
+MASK = "[MASK]"  # the BERT encoder's extra special token, after the three task tokens
+
+
+def transformers_tokenizer(tokenizer: Tokenizer, with_mask: bool = False) -> tokenizers.Tokenizer:
+    """The ``tokenizers`` pipeline exported as ``tokenizer.json``: the same BPE and task-token ids
+    (and [MASK] after them for the BERT encoder), an imitation of GPT-1's pre-tokenization, and a
+    decoder that turns '</w>' back into spaces."""
     bpe = tokenizers.Tokenizer.from_str(tokenizer._bpe.to_str())
     bpe.normalizer = normalizers.Sequence([
         normalizers.NFC(),
@@ -81,24 +85,29 @@ def transformers_tokenizer(tokenizer: Tokenizer) -> tokenizers.Tokenizer:
         pre_tokenizers.Split(Regex(_SPACY_LIKE), behavior="isolated"),
     ])  # fmt: skip
     bpe.decoder = decoders.BPEDecoder(suffix="</w>")
-    added = bpe.add_special_tokens([tokenizers.AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS])
-    ids = [bpe.token_to_id(t) for t in SPECIAL_TOKENS]
-    if added != len(SPECIAL_TOKENS) or ids != [tokenizer.start_id, tokenizer.delimiter_id, tokenizer.extract_id]:
-        raise ValueError(f"task tokens got ids {ids}, expected {tokenizer.start_id}..{tokenizer.extract_id}")
+    specials = (*SPECIAL_TOKENS, MASK) if with_mask else SPECIAL_TOKENS
+    added = bpe.add_special_tokens([tokenizers.AddedToken(t, special=True, normalized=False) for t in specials])
+    ids = [bpe.token_to_id(t) for t in specials]
+    if added != len(specials) or ids != list(range(tokenizer.start_id, tokenizer.start_id + len(specials))):
+        raise ValueError(f"special tokens got ids {ids}, expected {tokenizer.start_id}..")
     return bpe
 
 
-def save_for_transformers(tokenizer: Tokenizer, directory: str | Path, n_ctx: int) -> list[Path]:
+def save_for_transformers(tokenizer: Tokenizer, directory: str | Path, n_ctx: int, with_mask: bool = False) -> list[Path]:
     """Write the files ``AutoTokenizer.from_pretrained(directory)`` reads; returns their paths.
 
     Special tokens: ``_start_``, ``_delimiter_``, ``_classify_`` (GPT-1's task tokens, ids
     vocab_size + 0/1/2) as additional special tokens, ``<unk>`` as unknown. GPT-1 has no padding
-    token; batches pad with ``<unk>`` under an attention mask (padded positions are never read)."""
+    token; batches pad with ``<unk>`` under an attention mask (padded positions are never read).
+    ``with_mask`` (the BERT encoder): also ``[MASK]`` (id vocab_size + 3) as the mask token, with
+    ``_start_`` as [CLS] and ``_delimiter_`` as [SEP], so ``pipeline("fill-mask")`` works."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     written = [directory / "tokenizer.json", directory / "tokenizer_config.json"]
-    atomic_write_text(written[0], transformers_tokenizer(tokenizer).to_str(pretty=True))
+    atomic_write_text(written[0], transformers_tokenizer(tokenizer, with_mask).to_str(pretty=True))
+    encoder_tokens = {"mask_token": MASK, "cls_token": SPECIAL_TOKENS[0], "sep_token": SPECIAL_TOKENS[1]}
     atomic_write_json(written[1], {
+        **(encoder_tokens if with_mask else {}),
         "tokenizer_class": "PreTrainedTokenizerFast",
         "model_max_length": n_ctx,
         "unk_token": UNK,

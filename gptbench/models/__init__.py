@@ -1,5 +1,5 @@
-"""The networks: GPT-1 (plain PyTorch), the LSTM baseline behind the same interface, and
-reading/writing their weights in every format.
+"""The networks: GPT-1 (plain PyTorch), the LSTM baseline and a BERT-style encoder behind the same
+interface, and reading/writing their weights in every format.
 
 ``build_model`` makes a fresh network from its config (or the dict ``model_spec`` records in
 checkpoints and hyperparameters); ``load_pretrained`` reads whichever network a checkpoint holds.
@@ -11,16 +11,17 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Union
 
+from gptbench.models.bert import BERT, BertConfig
 from gptbench.models.gpt import GPT, GPTConfig
 from gptbench.models.lstm import LSTMConfig, LSTMLM
 
-LanguageModel = Union[GPT, LSTMLM]
-ModelConfig = Union[GPTConfig, LSTMConfig]
-ARCHITECTURES = {"transformer": (GPT, GPTConfig), "lstm": (LSTMLM, LSTMConfig)}
+LanguageModel = Union[GPT, LSTMLM, BERT]
+ModelConfig = Union[GPTConfig, LSTMConfig, BertConfig]
+ARCHITECTURES = {"transformer": (GPT, GPTConfig), "lstm": (LSTMLM, LSTMConfig), "bert": (BERT, BertConfig)}
 
 
 def architecture_of(model_or_config) -> str:
-    """'transformer' or 'lstm' for a network or its config."""
+    """'transformer', 'lstm' or 'bert' for a network or its config."""
     for arch, (model_cls, config_cls) in ARCHITECTURES.items():
         if isinstance(model_or_config, (model_cls, config_cls)):
             return arch
@@ -45,9 +46,10 @@ def build_model(config: ModelConfig | dict) -> LanguageModel:
 
 
 def load_pretrained(path: str | Path, dropout: dict | None = None, **overrides) -> LanguageModel:
-    """The network a checkpoint holds (GPT-1 weights in any format, a gptbench export or .ckpt of
-    either architecture). ``dropout`` holds the experiment's ``*_pdrop`` values; each network takes
-    those it has (the LSTM has no attention dropout). ``overrides`` set other config fields."""
+    """The network a checkpoint holds (GPT-1 weights in any format, a Hugging Face BERT masked LM, a
+    gptbench export or .ckpt of any architecture). ``dropout`` holds the experiment's ``*_pdrop``
+    values; each network takes those it has (the LSTM has no attention dropout). ``overrides`` set
+    other config fields."""
     from gptbench.models.checkpoints import load_pretrained as load
 
     return load(path, dropout=dropout, **overrides)

@@ -1,10 +1,13 @@
-"""Reading and writing GPT weights in the formats researchers have.
+"""Reading and writing the networks' weights in the formats researchers have.
 
 - Hugging Face ``openai-gpt`` directories (config.json + model.safetensors or pytorch_model.bin);
   gptbench writes this format too, adding a ``gptbench`` entry to config.json that records how
   many rows of the embedding are special tokens.
+- Hugging Face ``bert`` masked-LM directories (BertForMaskedLM), for the BERT encoder; the same
+  ``gptbench`` entry when gptbench wrote them.
 - OpenAI's released ``model/`` directory: params_shapes.json + params_0..9.npy flat shards.
 - Lightning checkpoints (.ckpt) written by gptbench's pre-training or fine-tuning.
+- gptbench's own format for the LSTM (config.json with ``model_type`` gptbench-lstm).
 
 Transformers' Conv1D layers store weights as (in, out); ``nn.Linear`` stores (out, in).
 """
@@ -19,10 +22,12 @@ import numpy as np
 import torch
 
 from gptbench.io import atomic_write_json
+from gptbench.models.bert import BERT, BertConfig
 from gptbench.models.gpt import GPT, GPTConfig
 from gptbench.models.lstm import LSTMConfig, LSTMLM
 
 LSTM_MODEL_TYPE = "gptbench-lstm"
+BERT_MODEL_TYPE = "bert"  # Hugging Face's
 
 _CONV1D = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
 _LAYER_KEYS = (
@@ -30,6 +35,25 @@ _LAYER_KEYS = (
     "ln_1.weight", "ln_1.bias", "mlp.c_fc.weight", "mlp.c_fc.bias",
     "mlp.c_proj.weight", "mlp.c_proj.bias", "ln_2.weight", "ln_2.bias",
 )  # fmt: skip  (also the order of OpenAI's params_shapes.json within a layer)
+_TOKEN_ROWS = ("tokens_embed.weight", "mlm_bias")  # one row per token: BPE vocabulary, then special tokens
+
+# Our BERT's modules -> Hugging Face BertForMaskedLM's ({i}: the layer). Not listed: the fused attention
+# projection h.{i}.attn.c_attn (HF's separate query, key, value) and the MLM output bias (a parameter).
+_BERT_HF_NAMES = {
+    "tokens_embed": "bert.embeddings.word_embeddings",
+    "positions_embed": "bert.embeddings.position_embeddings",
+    "segments_embed": "bert.embeddings.token_type_embeddings",
+    "ln_embd": "bert.embeddings.LayerNorm",
+    "h.{i}.attn.c_proj": "bert.encoder.layer.{i}.attention.output.dense",
+    "h.{i}.ln_1": "bert.encoder.layer.{i}.attention.output.LayerNorm",
+    "h.{i}.mlp.c_fc": "bert.encoder.layer.{i}.intermediate.dense",
+    "h.{i}.mlp.c_proj": "bert.encoder.layer.{i}.output.dense",
+    "h.{i}.ln_2": "bert.encoder.layer.{i}.output.LayerNorm",
+    "mlm_dense": "cls.predictions.transform.dense",
+    "mlm_ln": "cls.predictions.transform.LayerNorm",
+    "pooler_dense": "bert.pooler.dense",
+}
+_BERT_OPTIONAL = ("pooler_dense.weight", "pooler_dense.bias")  # BertForMaskedLM saves no pooler
 
 
 class CheckpointError(ValueError):
@@ -37,15 +61,18 @@ class CheckpointError(ValueError):
 
 
 def load_pretrained(path: str | Path, dropout: dict | None = None, **overrides):
-    """Dispatch on what ``path`` holds: a GPT, or an LSTMLM for gptbench's LSTM exports and
-    checkpoints. ``dropout``: ``*_pdrop`` values, each network taking those it has; ``overrides``
-    set other config fields."""
+    """Dispatch on what ``path`` holds: a GPT, an LSTMLM for gptbench's LSTM exports and checkpoints,
+    or a BERT for BERT masked-LM directories and checkpoints. ``dropout``: ``*_pdrop`` values, each
+    network taking those it has; ``overrides`` set other config fields."""
     path = Path(path)
     if path.is_file() and path.suffix == ".ckpt":
         return _load_lightning_ckpt(path, dropout or {}, overrides)
     if (path / "config.json").is_file():
-        if _read_config_json(path).get("model_type") == LSTM_MODEL_TYPE:
+        model_type = _read_config_json(path).get("model_type")
+        if model_type == LSTM_MODEL_TYPE:
             return _load_lstm_dir(path, dropout or {}, overrides)
+        if model_type == BERT_MODEL_TYPE:
+            return _load_hf_bert_dir(path, dropout or {}, overrides)
         return _load_hf_dir(path, {**(dropout or {}), **overrides})
     if (path / "params_shapes.json").is_file():
         return _load_openai_npy(path, {**(dropout or {}), **overrides})
@@ -90,12 +117,16 @@ def _config_with(config_cls, values: dict, dropout: dict, overrides: dict, sourc
 # ---- Hugging Face format -------------------------------------------------------------------
 def save_pretrained(model, directory: str | Path) -> None:
     """A GPT: config.json + model.safetensors loadable by transformers.OpenAIGPTLMHeadModel.
+    A BERT: the same two files, loadable by transformers.BertForMaskedLM (see :func:`_save_hf_bert`).
     An LSTMLM: the same two files in gptbench's own format (``model_type`` gptbench-lstm)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     if isinstance(model, LSTMLM):
         _write_safetensors(model.state_dict(), directory)
         atomic_write_json(directory / "config.json", {"model_type": LSTM_MODEL_TYPE, **asdict(model.config)})
+        return
+    if isinstance(model, BERT):
+        _save_hf_bert(model, directory)
         return
     c = model.config
     _write_safetensors({f"transformer.{k}": _swap_conv1d(k, v) for k, v in model.state_dict().items()}, directory)
@@ -178,7 +209,104 @@ def _load_hf_dir(path: Path, overrides: dict) -> GPT:
     # Checkpoints of OpenAIGPTLMHeadModel prefix 'transformer.'; those of OpenAIGPTModel do not.
     state = {k.removeprefix("transformer."): v for k, v in raw.items() if k != "lm_head.weight"}
     state = {k: _swap_conv1d(k, v) for k, v in state.items()}
-    return _build(config, state, source=str(path))
+    return _build(GPT(config), state, source=str(path))
+
+
+# ---- Hugging Face BERT (BertForMaskedLM) ----------------------------------------------------
+def _hf_bert_keys(key: str) -> tuple[str, ...]:
+    """The Hugging Face keys that hold our BERT's state key ``key``: three (query, key, value) for the
+    fused attention projection, whose rows stack them in that order; one otherwise."""
+    if key == "mlm_bias":
+        return ("cls.predictions.bias",)
+    module, param = key.rsplit(".", 1)
+    if module.startswith("h."):
+        _, i, sub = module.split(".", 2)
+        if sub == "attn.c_attn":
+            return tuple(f"bert.encoder.layer.{i}.attention.self.{qkv}.{param}" for qkv in ("query", "key", "value"))
+        return (f"{_BERT_HF_NAMES['h.{i}.' + sub].format(i=i)}.{param}",)
+    return (f"{_BERT_HF_NAMES[module]}.{param}",)
+
+
+def _save_hf_bert(model: BERT, directory: Path) -> None:
+    """config.json + model.safetensors loadable by transformers.BertForMaskedLM (and, with the
+    pooler, BertModel / BertForSequenceClassification). The MLM decoder is tied to the word
+    embedding, so it is not written, as transformers writes it."""
+    state = {}
+    for key, value in model.state_dict().items():
+        names = _hf_bert_keys(key)
+        state.update(zip(names, (part.clone() for part in value.chunk(len(names)))))  # no shared storage
+    _write_safetensors(state, directory)
+    c = model.config
+    atomic_write_json(
+        directory / "config.json",
+        {
+            "architectures": ["BertForMaskedLM"],
+            "model_type": BERT_MODEL_TYPE,
+            "vocab_size": c.n_tokens,  # the whole embedding table, special rows included
+            "hidden_size": c.n_embd,
+            "num_hidden_layers": c.n_layer,
+            "num_attention_heads": c.n_head,
+            "intermediate_size": c.n_inner or 4 * c.n_embd,
+            "hidden_act": "gelu",  # the erf GELU, in transformers' BERT
+            "hidden_dropout_prob": c.resid_pdrop,  # one rate for the embedding and the sublayer outputs
+            "attention_probs_dropout_prob": c.attn_pdrop,
+            "max_position_embeddings": c.n_ctx,
+            "type_vocab_size": c.type_vocab_size,
+            "layer_norm_eps": c.layer_norm_eps,
+            "initializer_range": c.initializer_range,
+            "tie_word_embeddings": True,
+            "pad_token_id": 0,
+            "gptbench": {"vocab_size": c.vocab_size, "n_special": c.n_special},
+        },
+    )
+
+
+def _load_hf_bert_dir(path: Path, dropout: dict, overrides: dict) -> BERT:
+    """A BERT masked LM (BertForMaskedLM, BertForPreTraining) directory. The MLM head is required;
+    a missing pooler keeps its fresh initialisation. Without gptbench's entry in config.json the
+    whole table is vocabulary (n_special=0)."""
+    cfg = _read_config_json(path)
+    for key, supported in (("hidden_act", "gelu"), ("position_embedding_type", "absolute")):
+        if cfg.get(key, supported) != supported:
+            raise CheckpointError(f"{path}/config.json: {key}={cfg[key]!r}, only {supported!r} is supported")
+    ours = cfg.get("gptbench")
+    try:
+        recorded = dict(
+            vocab_size=ours["vocab_size"] if ours else cfg["vocab_size"],
+            n_special=ours["n_special"] if ours else 0,
+            n_ctx=cfg["max_position_embeddings"],
+            n_embd=cfg["hidden_size"],
+            n_layer=cfg["num_hidden_layers"],
+            n_head=cfg["num_attention_heads"],
+            # BertConfig spells the usual width None (4 * n_embd), so a gptbench export reads back equal
+            n_inner=None if cfg["intermediate_size"] == 4 * cfg["hidden_size"] else cfg["intermediate_size"],
+            type_vocab_size=cfg.get("type_vocab_size", BertConfig.type_vocab_size),
+            embd_pdrop=cfg.get("hidden_dropout_prob", BertConfig.embd_pdrop),
+            attn_pdrop=cfg.get("attention_probs_dropout_prob", BertConfig.attn_pdrop),
+            resid_pdrop=cfg.get("hidden_dropout_prob", BertConfig.resid_pdrop),
+            layer_norm_eps=cfg.get("layer_norm_eps", BertConfig.layer_norm_eps),
+            initializer_range=cfg.get("initializer_range", BertConfig.initializer_range),
+        )
+    except KeyError as e:
+        raise CheckpointError(f"{path}/config.json: missing key {e.args[0]!r}") from None
+    model = BERT(_config_with(BertConfig, recorded, dropout, overrides, f"{path}/config.json"))
+    # Older checkpoints name LayerNorm parameters gamma/beta; BertModel's keys lack the 'bert.' prefix.
+    raw = {}
+    for key, value in _read_safetensors(path).items():
+        key = key.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")
+        raw[key if key.startswith(("bert.", "cls.")) else f"bert.{key}"] = value
+    state, missing = {}, []
+    for key in model.state_dict():
+        names = _hf_bert_keys(key)
+        absent = [name for name in names if name not in raw]
+        if not absent:
+            state[key] = torch.cat([raw[name] for name in names])
+        elif key not in _BERT_OPTIONAL:
+            missing += absent
+    if missing:
+        raise CheckpointError(f"{path}: not a BERT masked LM of {model.config.n_layer} layers; "
+                              f"missing {_first_few(missing)}")  # fmt: skip
+    return _build(model, state, str(path), optional=_BERT_OPTIONAL)
 
 
 # ---- OpenAI's released .npy shards ---------------------------------------------------------
@@ -212,7 +340,7 @@ def _load_openai_npy(path: Path, overrides: dict) -> GPT:
     recorded = {"vocab_size": shapes[1][0], "n_ctx": n_ctx, "n_embd": n_embd, "n_layer": len(names[2:]) // len(_LAYER_KEYS)}
     # n_head is not recorded in the shapes; the paper's 12 is the default
     config = _config_with(GPTConfig, recorded, {}, overrides, f"{path}/params_shapes.json")
-    return _build(config, state, source=str(path))
+    return _build(GPT(config), state, source=str(path))
 
 
 # ---- gptbench Lightning checkpoints ---------------------------------------------------------
@@ -228,7 +356,8 @@ def _load_lightning_ckpt(path: Path, dropout: dict, overrides: dict):
     state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
     if spec.get("arch") == "lstm":
         return _build_lstm(_config_with(LSTMConfig, spec, dropout, overrides, str(path)), state, str(path))
-    return _build(_config_with(GPTConfig, spec, dropout, overrides, str(path)), state, source=str(path))
+    model_cls, config_cls = (BERT, BertConfig) if spec.get("arch") == "bert" else (GPT, GPTConfig)
+    return _build(model_cls(_config_with(config_cls, spec, dropout, overrides, str(path))), state, source=str(path))
 
 
 # ---- gptbench's LSTM -------------------------------------------------------------------------
@@ -247,26 +376,26 @@ def _build_lstm(config: LSTMConfig, state: dict[str, torch.Tensor], source: str)
 
 
 # ---- shared ----------------------------------------------------------------------------------
-def _build(config: GPTConfig, state: dict[str, torch.Tensor], source: str) -> GPT:
-    """Create a model and copy ``state`` in, checking every key and shape.
+def _build(model: GPT | BERT, state: dict[str, torch.Tensor], source: str, optional: tuple[str, ...] = ()):
+    """Copy ``state`` into a fresh ``model``, checking every key and shape; return the model.
 
-    The token embedding may hold only the BPE rows (released weights): the special-token rows
-    then keep their fresh N(0, 0.02) initialisation, as in the paper's fine-tuning.
+    The token embedding (and BERT's output bias) may hold only the BPE rows (released weights): the
+    special-token rows then keep their fresh initialisation, as in the paper's fine-tuning. So do the
+    keys in ``optional`` that ``state`` lacks (BERT's pooler, which BertForMaskedLM does not save).
     """
-    model = GPT(config)
+    config = model.config
     expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
+    missing = sorted(set(expected) - set(state) - set(optional))
     unexpected = sorted(k for k in set(state) - set(expected) if not k.endswith(".attn.bias"))
     if missing or unexpected:
-        raise CheckpointError(
-            f"{source}: checkpoint does not match GPTConfig(n_layer={config.n_layer}); "
-            f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
-            f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}"
-        )
+        raise CheckpointError(f"{source}: checkpoint does not match {type(config).__name__}(n_layer={config.n_layer}); "
+                              f"missing {_first_few(missing)}, unexpected {_first_few(unexpected)}")  # fmt: skip
     with torch.no_grad():
         for key, target in expected.items():
+            if key not in state:  # an optional key
+                continue
             value = state[key]
-            if key == "tokens_embed.weight" and value.shape == (config.vocab_size, config.n_embd):
+            if key in _TOKEN_ROWS and value.shape == (config.vocab_size, *target.shape[1:]):
                 target[: config.vocab_size].copy_(value)
                 continue
             if value.shape != target.shape:
@@ -276,3 +405,7 @@ def _build(config: GPTConfig, state: dict[str, torch.Tensor], source: str) -> GP
                 )
             target.copy_(value)
     return model
+
+
+def _first_few(keys: list[str]) -> str:
+    return f"{keys[:5]}{'...' if len(keys) > 5 else ''}"

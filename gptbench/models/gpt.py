@@ -106,24 +106,29 @@ class CausalSelfAttention(nn.Module):
 
 
 class MLP(nn.Module):
-    def __init__(self, config: GPTConfig):
+    """C -> n_inner -> C with GELU. GPT-1: 4 * C and the tanh GELU; BERT (gptbench.models.bert) passes
+    a config with ``n_inner`` and ``gelu_approximate="none"`` (the exact erf GELU)."""
+
+    def __init__(self, config: GPTConfig, gelu_approximate: str = "tanh"):
         super().__init__()
-        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd)
-        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd)
+        n_inner = getattr(config, "n_inner", None) or 4 * config.n_embd
+        self.c_fc = nn.Linear(config.n_embd, n_inner)
+        self.c_proj = nn.Linear(n_inner, config.n_embd)
         self.dropout = nn.Dropout(config.resid_pdrop)
+        self.gelu_approximate = gelu_approximate
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate="tanh")))
+        return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate=self.gelu_approximate)))
 
 
 class Block(nn.Module):
-    """Post-LN Transformer block, as in GPT-1 (not GPT-2's pre-LN)."""
+    """Post-LN Transformer block, as in GPT-1 (not GPT-2's pre-LN); BERT's too."""
 
-    def __init__(self, config: GPTConfig):
+    def __init__(self, config: GPTConfig, gelu_approximate: str = "tanh"):
         super().__init__()
         self.attn = CausalSelfAttention(config)
         self.ln_1 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps)
-        self.mlp = MLP(config)
+        self.mlp = MLP(config, gelu_approximate)
         self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps)
 
     def forward(self, x, mask, past=None):

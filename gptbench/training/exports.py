@@ -16,7 +16,8 @@ import yaml
 from gptbench.data.hf_export import save_for_transformers
 from gptbench.data.tokenizer import Tokenizer
 from gptbench.io import atomic_write_text
-from gptbench.models.checkpoints import LSTM_MODEL_TYPE
+from gptbench.models.bert import BERT
+from gptbench.models.checkpoints import BERT_MODEL_TYPE, LSTM_MODEL_TYPE
 
 
 def export_language_model(model, tokenizer: Tokenizer, directory: str | Path) -> Path:
@@ -25,7 +26,7 @@ def export_language_model(model, tokenizer: Tokenizer, directory: str | Path) ->
     directory = Path(directory)
     model.save_pretrained(directory)
     tokenizer.save(directory / "tokenizer")
-    save_for_transformers(tokenizer, directory, model.config.n_ctx)
+    save_for_transformers(tokenizer, directory, model.config.n_ctx, with_mask=isinstance(model, BERT))
     return directory
 
 
@@ -46,6 +47,10 @@ def finetune_results_of(export_dir: Path) -> list[dict]:
 
 
 def _network_line(config: dict) -> str:
+    if config.get("model_type") == BERT_MODEL_TYPE:
+        return (f"BERT-style encoder (post-LN, bidirectional), {config['num_hidden_layers']} layers x "
+                f"{config['hidden_size']}, {config['num_attention_heads']} heads, {config['max_position_embeddings']} "
+                "positions, masked-LM head tied to the token embedding, [CLS] pooler; transformers' BertForMaskedLM")  # fmt: skip
     if config.get("model_type") == LSTM_MODEL_TYPE:
         return (f"LSTM language model (the paper's Table 5 baseline): {config['n_layer']} layer(s) of "
                 f"{config['n_hidden']} units projected to {config['n_embd']}, tied LM head; gptbench format "
@@ -67,38 +72,60 @@ def model_card(export_dir: str | Path) -> str:
     tokenizer = (f"GPT-1's released BPE ({vocab:,} tokens)" if tok["kind"] == "gpt1" else
                  f"a GPT-1 style BPE of {vocab:,} tokens learned on {tok['train_bytes']:,} bytes of the training books")
     tokens = metrics["corpus_tokens"]
-    is_gpt = config.get("model_type") != LSTM_MODEL_TYPE
+    kind = {LSTM_MODEL_TYPE: "lstm", BERT_MODEL_TYPE: "bert"}.get(config.get("model_type"), "gpt")
     hours = metrics.get("wall_seconds", 0) / 3600
+    n_ctx = config.get("n_positions") or config.get("max_position_embeddings") or cfg["model"]["n_ctx"]
     lines = [
         "---",
-        "library_name: " + ("transformers" if is_gpt else "gptbench"),
-        "pipeline_tag: text-generation",
-        "tags: [gptbench, gpt-1" + (", openai-gpt]" if is_gpt else ", lstm]"),
+        "library_name: " + ("gptbench" if kind == "lstm" else "transformers"),
+        "pipeline_tag: " + ("fill-mask" if kind == "bert" else "text-generation"),
+        "tags: [gptbench, gpt-1, " + {"gpt": "openai-gpt", "lstm": "lstm", "bert": "bert, masked-lm"}[kind] + "]",
         "---",
-        f"# {cfg['name']}: {'a GPT-1' if is_gpt else 'an LSTM'} language model pre-trained with gptbench",
+        f"# {cfg['name']}: " + {"gpt": "a GPT-1 language model", "lstm": "an LSTM language model",
+                                "bert": "a BERT-style encoder"}[kind] + " pre-trained with gptbench",
         "",
         "| | |",
         "| --- | --- |",
         f"| network | {_network_line(config)} |",
         f"| parameters | {metrics['parameters']:,} (the LM head is tied to the token embedding) |",
         f"| tokenizer | {tokenizer}, then 3 task tokens `_start_`, `_delimiter_`, `_classify_` "
-        f"(ids {vocab}-{vocab + 2}); pre-tokenization as GPT-1: ftfy, standardisation, spaCy, lowercase |",
+        f"(ids {vocab}-{vocab + 2})" + (f" and `[MASK]` (id {vocab + 3}; `_start_` plays [CLS], `_delimiter_` [SEP])"
+                                        if kind == "bert" else "")
+        + "; pre-tokenization as GPT-1: ftfy, standardisation, spaCy, lowercase |",
         f"| corpus | the .txt books of `{Path(corpus['path']).name}/`"
         + (f" (first {corpus['max_bytes']:,} bytes)" if corpus.get("max_bytes") else "")
         + f": {tokens['train']:,} training tokens; {tokens['val']:,} validation tokens in {corpus['val_books']} "
         "held-out books |",
-        f"| pre-training | {metrics['steps']:,} steps x {p['batch_size']} windows x {config.get('n_positions', cfg['model']['n_ctx'])}"
+        f"| pre-training | {metrics['steps']:,} steps x {p['batch_size']} windows x {n_ctx}"
         f" tokens = {metrics['train_tokens']:,} tokens seen; Adam, peak lr {p['lr']}, {p['warmup_steps']} warm-up "
-        f"steps, cosine decay; {hours:.2f} h of training |",
-        f"| validation | loss {metrics['val_loss']:.4f} nats/token, perplexity {metrics['val_ppl']:.2f} "
-        f"({p['val_windows']} windows of the held-out books) |",
+        f"steps, cosine decay; {hours:.2f} h of training"
+        + ("; masked LM: 15% of positions, 80/10/10 [MASK]/random/kept, no next-sentence prediction" if kind == "bert"
+           else "") + " |",
+        f"| validation | {'masked-LM ' if kind == 'bert' else ''}loss {metrics['val_loss']:.4f} nats/token, perplexity "
+        f"{metrics['val_ppl']:.2f} ({p['val_windows']} windows of the held-out books"
+        + ("; the same masks at every validation; not comparable with a left-to-right perplexity" if kind == "bert"
+           else "") + ") |",
         f"| made by | `{metrics.get('command') or 'gptbench pretrain ' + cfg['name']}` at commit "
         f"{metrics.get('commit') or 'unknown'} |",
         "",
         "## Use",
         "",
     ]  # fmt: skip
-    if is_gpt:
+    if kind == "bert":
+        lines += [
+            "```python",
+            "from transformers import pipeline",
+            "",
+            f'fill = pipeline("fill-mask", model="{export_dir}")',
+            'print(fill("the cat [MASK] on the mat"))',
+            "```",
+            f'or `gptbench fill-mask {export_dir} "the cat [MASK] on the mat"` (gptbench\'s exact tokenizer).',
+            "",
+            "## Fine-tuning results",
+            "",
+        ]
+        return "\n".join(lines + _finetune_table(finetune_results_of(export_dir))) + "\n"
+    if kind == "gpt":
         lines += [
             "```python",
             "from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline",

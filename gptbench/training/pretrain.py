@@ -23,12 +23,15 @@ from gptbench.data.corpus import CorpusDataModule
 from gptbench.data.hf_export import save_for_transformers
 from gptbench.io import atomic_write_json, atomic_write_text
 from gptbench.provenance import command_line, git_commit
-from gptbench.models import LanguageModel, ModelConfig, build_model, model_spec
+from gptbench.models import LanguageModel, ModelConfig, architecture_of, build_model, model_spec
+from gptbench.evaluation.fill_mask import fill_mask
+from gptbench.models.bert import BERT
 from gptbench.models.decoding import generate
 from gptbench.run_lock import run_lock
 from gptbench.run_identity import point_link, pretrain_dir, pretrain_settings, record_settings
 from gptbench.data.tokenizer import Tokenizer
 from gptbench.data.tokenizer_stage import run_tokenizer
+from gptbench.training.masked_lm import IGNORE, mask_tokens, with_cls
 from gptbench.training.exports import export_language_model, write_model_card
 from gptbench.training.common import (
     GradientClipping,
@@ -47,14 +50,15 @@ from gptbench.training.common import (
 
 class PretrainModule(GradientClipping, RngStateMixin, L.LightningModule):
     """Language-model pre-training of a GPT (or the LSTM of Table 5), for any Lightning Trainer
-    (paper, Section 3.1).
+    (paper, Section 3.1); a BERT encoder trains on the masked-LM objective instead
+    (:mod:`gptbench.training.masked_lm`), on the same windows and schedule.
 
     Defaults are the paper's: Adam at 2.5e-4, linear warm-up from 0 over 2,000 updates, cosine
     annealing to 0, decoupled weight decay 0.01 on matrices, and the released code's clipping at 1.
     Logged names: ``train/loss``, ``train/ppl``, ``val/loss``, ``val/ppl``.
 
     Args:
-        model: a GPTConfig / LSTMConfig (or a ``model_spec`` dict) for a fresh network, or a
+        model: a GPTConfig / LSTMConfig / BertConfig (or a ``model_spec`` dict) for a fresh network, or a
             network to continue training.
         max_steps: the schedule's length; default: the Trainer's ``max_steps``.
     """
@@ -76,13 +80,27 @@ class PretrainModule(GradientClipping, RngStateMixin, L.LightningModule):
             "weight_decay": weight_decay, "betas": tuple(betas), "eps": eps, "grad_clip": grad_clip,
         })  # fmt: skip
         self.model = model
+        self.masked_lm = architecture_of(model) == "bert"  # BERT's objective instead of the next token
         self.lr, self.warmup_steps, self.max_steps = lr, warmup_steps, max_steps
         self.weight_decay, self.betas, self.eps, self.grad_clip = weight_decay, tuple(betas), eps, grad_clip
         self.val_loss = MeanMetric()
 
-    def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def loss(self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Next-token cross-entropy; for the BERT encoder, masked-LM cross-entropy on the same
+        windows (masks from ``generator``, else the global RNG)."""
+        if self.masked_lm:
+            return self.masked_lm_loss(x, generator)[0]
         logits = self.model.lm_logits(x)  # (B, T, V)
         return F.cross_entropy(logits.view(-1, logits.size(-1)), y.reshape(-1))
+
+    def masked_lm_loss(self, windows: torch.Tensor, generator: torch.Generator | None) -> tuple[torch.Tensor, int]:
+        """The mean cross-entropy over the selected positions, and how many there were."""
+        c = self.model.config
+        inputs, labels = mask_tokens(with_cls(windows, c.cls_token_id), c.mask_token_id, c.vocab_size, generator)
+        hidden, _ = self.model(inputs)  # (B, T, C)
+        selected = labels != IGNORE  # the MLM head runs on the ~15% selected positions only
+        logits = self.model.lm_head(hidden[selected]).float()  # (N, V)
+        return F.cross_entropy(logits, labels[selected]), int(selected.sum())
 
     def training_step(self, batch, batch_idx):
         loss = self.loss(*batch)
@@ -92,7 +110,13 @@ class PretrainModule(GradientClipping, RngStateMixin, L.LightningModule):
 
     def validation_step(self, batch, batch_idx):
         x, _ = batch
-        self.val_loss.update(self.loss(*batch), weight=x.numel())
+        if not self.masked_lm:
+            self.val_loss.update(self.loss(*batch), weight=x.numel())
+            return
+        # The same masks at every validation (seeded by the batch), so the curve moves with the model only.
+        generator = torch.Generator(device=x.device).manual_seed(batch_idx)
+        loss, n = self.masked_lm_loss(x, generator)
+        self.val_loss.update(loss, weight=n)
 
     def on_validation_epoch_end(self) -> None:
         loss = self.val_loss.compute()
@@ -114,10 +138,12 @@ class PretrainModule(GradientClipping, RngStateMixin, L.LightningModule):
 
 class LogSamples(Callback):
     """After every validation, continues a few fixed prompts and logs the text to TensorBoard
-    (``samples``), so a run's language can be read as it learns. Sampling uses its own seeded
-    generator: the training RNG, and so exact resume, is untouched."""
+    (``samples``), so a run's language can be read as it learns; the BERT encoder fills the masks
+    of a few fixed texts instead. Sampling uses its own seeded generator: the training RNG, and so
+    exact resume, is untouched."""
 
     PROMPTS = ("it was a dark and stormy night", "she looked at him and said", "the old man")
+    MASKED = ("it was a dark and stormy [MASK] .", "she looked at [MASK] and said", "the old [MASK] was tired .")
 
     def __init__(self, tokenizer: Tokenizer, max_new_tokens: int = 24, seed: int = 0):
         self.tokenizer, self.max_new_tokens, self.seed = tokenizer, max_new_tokens, seed
@@ -125,6 +151,12 @@ class LogSamples(Callback):
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
         writer = getattr(trainer.logger, "experiment", None)
         if trainer.sanity_checking or not hasattr(writer, "add_text"):
+            return
+        if isinstance(pl_module.model, BERT):
+            lines = [f"**{text}** " + " / ".join(", ".join(c.token.strip() for c in mask) for mask in
+                                                  fill_mask(pl_module.model, self.tokenizer, text, top_k=3))
+                     for text in self.MASKED]  # fmt: skip
+            writer.add_text("samples", "\n\n".join(lines), trainer.global_step)
             return
         lines = []
         for prompt in self.PROMPTS:
@@ -165,7 +197,7 @@ class Snapshots(Callback):
 
 def latest_link(cfg: ExperimentConfig) -> Path:
     """``runs/<name>/pretrain/model`` names the most recently finished Transformer pre-training,
-    ``runs/<name>/pretrain/lstm-model`` the LSTM's."""
+    ``runs/<name>/pretrain/lstm-model`` the LSTM's, ``bert-model`` the BERT encoder's."""
     return cfg.run_dir / "pretrain" / ("model" if cfg.architecture == "transformer" else f"{cfg.architecture}-model")
 
 
@@ -182,7 +214,8 @@ def _pretrain(cfg: ExperimentConfig, stage_dir: Path, corpus_root: Path) -> Path
     if (export_dir / "config.json").is_file() and (stage_dir / "metrics.json").is_file():
         print(f"pre-training already complete: {export_dir}")
         if not (export_dir / "tokenizer.json").is_file():  # exported before the transformers files existed
-            save_for_transformers(Tokenizer.load(export_dir / "tokenizer"), export_dir, cfg.model.n_ctx)
+            save_for_transformers(Tokenizer.load(export_dir / "tokenizer"), export_dir, cfg.model.n_ctx,
+                                  with_mask=cfg.architecture == "bert")
             write_model_card(export_dir)
         point_link(latest_link(cfg), export_dir)
         return export_dir
