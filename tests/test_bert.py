@@ -196,6 +196,18 @@ def test_interface_methods():
     model.init_special_embeddings()
     torch.testing.assert_close(model.tokens_embed.weight[:99], bpe_rows, rtol=0, atol=0)
     assert model.mlm_bias[99:].abs().max() == 0 and torch.all(model.mlm_bias[:99] == 1)
+    # gptbench's encoder (n_special=4): [CLS] and [MASK] keep their pre-trained rows, [SEP] and extract are re-drawn.
+    encoder = tiny(n_special=4)
+    with torch.no_grad():
+        encoder.mlm_bias.fill_(1.0)
+    before = encoder.tokens_embed.weight.detach().clone()
+    encoder.init_special_embeddings()
+    c = encoder.config
+    assert (c.cls_token_id, c.sep_token_id, c.mask_token_id) == (99, 100, 102)
+    for row in (c.cls_token_id, c.mask_token_id):
+        assert torch.equal(encoder.tokens_embed.weight[row], before[row]) and encoder.mlm_bias[row] == 1
+    for row in (c.sep_token_id, 101):
+        assert not torch.equal(encoder.tokens_embed.weight[row], before[row]) and encoder.mlm_bias[row] == 0
     block0 = model.h[0].attn.c_attn.weight.clone()
     model.reinit_blocks_from(1)
     torch.testing.assert_close(model.h[0].attn.c_attn.weight, block0, rtol=0, atol=0)

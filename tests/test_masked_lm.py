@@ -66,15 +66,16 @@ def test_masked_lm_loss_equals_transformers(tmp_path):
 def bert_run(tmp_path_factory, tiny_corpus, cache_dir):
     """A tiny BERT pre-trained with the same command, corpus and budget as the tiny GPT."""
     runs = tmp_path_factory.mktemp("runs")
-    cfg = load_config("smoke", [*tiny_overrides(runs, tiny_corpus, cache_dir), "architecture=bert", "pretrain.max_steps=80",
-                                "pretrain.val_every_n_steps=40", "pretrain.val_windows=32", "pretrain.warmup_steps=8"])  # fmt: skip
-    return cfg, run_pretrain(cfg)
+    overrides = [*tiny_overrides(runs, tiny_corpus, cache_dir), "architecture=bert", "pretrain.max_steps=80",
+                 "pretrain.val_every_n_steps=40", "pretrain.val_windows=32", "pretrain.warmup_steps=8"]  # fmt: skip
+    cfg = load_config("smoke", overrides)
+    return overrides, cfg, run_pretrain(cfg)
 
 
 def test_masked_lm_pretraining_learns_and_exports_a_fill_mask_model(bert_run):
     import transformers
 
-    cfg, export = bert_run
+    _, cfg, export = bert_run
     stage = pretrain_dir(cfg)
     assert stage.name.startswith("bert2x32-ctx32-")
     metrics = json.loads((stage / "metrics.json").read_text())
@@ -108,7 +109,7 @@ def test_masked_lm_pretraining_learns_and_exports_a_fill_mask_model(bert_run):
 def test_fill_mask_command(bert_run, pretrained, capsys):
     from conftest import pretrained_model
 
-    _, export = bert_run
+    *_, export = bert_run
     assert main(["fill-mask", str(export), "the old [MASK] was tired", "top_k=3"]) == 0
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) == 1 and out[0].startswith("[MASK] 1: ") and len(out[0].split("  ")) == 3
@@ -139,3 +140,58 @@ def test_masked_lm_resume_is_exact(tmp_path, tiny_corpus, cache_dir, monkeypatch
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     ma, mb = (json.loads((pretrain_dir(c) / "metrics.json").read_text()) for c in (straight, crashed))
     assert ma["val_loss"] == mb["val_loss"]
+
+
+def test_bert_input_conventions(gpt1_tokenizer):
+    """[CLS] a [SEP] b [SEP] with segment B after the first [SEP]; similarity in one order; the GPT
+    layouts unchanged (tests/test_tasks.py)."""
+    from conftest import DATA
+    from gptbench.data.task_data import encode_split
+    from gptbench.models.task_head import segment_ids
+    from gptbench.tasks import get_task
+
+    t = gpt1_tokenizer
+    cls, sep = t.start_id, t.delimiter_id
+    rte = get_task("rte").read("dev", DATA)[0][0]
+    [seq] = encode_split(get_task("rte"), [rte], t, n_ctx=512, input_format="bert")[0]["input_ids"]
+    p, h = t.encode(rte["premise"]), t.encode(rte["hypothesis"])
+    assert seq == [cls, *p, sep, *h, sep]
+    segments = segment_ids(torch.tensor([seq + [0, 0]]), sep)[0].tolist()
+    assert segments == [0] * (len(p) + 2) + [1] * (len(h) + 1) + [1, 1]  # (pads are masked out)
+    mrpc = get_task("mrpc").read("dev", DATA)[0][0]
+    seqs = encode_split(get_task("mrpc"), [mrpc], t, n_ctx=512, input_format="bert")[0]["input_ids"]
+    assert seqs == [[cls, *t.encode(mrpc["text_a"]), sep, *t.encode(mrpc["text_b"]), sep]]
+    sst2 = get_task("sst2").read("dev", DATA)[0][0]
+    assert encode_split(get_task("sst2"), [sst2], t, 512, "bert")[0]["input_ids"] == [[cls, *t.encode(sst2["text"]), sep]]
+    with pytest.raises(ValueError, match="input_format"):
+        encode_split(get_task("sst2"), [sst2], t, 512, "xlnet")
+
+
+def test_fine_tuning_the_encoder_reads_the_pooled_cls(bert_run, tmp_path):
+    """The encoder fine-tunes through the same command, selection and result files as GPT, reading
+    [CLS] through the pooler; the saved task model loads as the encoder; with lm_coef > 0 the
+    auxiliary loss is the masked-LM one, and it trains the MLM head."""
+    from gptbench import TaskModel
+    from gptbench.models.task_head import extract_states
+    from gptbench.training.finetune import FinetuneModule, run_finetune
+
+    overrides, _, export = bert_run
+    tuned = load_config("smoke", [*overrides, "finetune.task=rte", "finetune.lm_coef=0", "finetune.max_train_examples=64",
+                                  "finetune.max_eval_examples=32", "finetune.epochs=1"])  # fmt: skip
+    results = run_finetune(tuned)
+    assert results["init"] == str(pretrain_dir(tuned) / "model") and 0 <= results["metrics"]["dev"]["accuracy"] <= 1
+    [run] = (tuned.run_dir / "finetune" / "rte").glob("*/seed1234")
+    assert run.parent.name.startswith("bert-pretrained-lm0-") and results["selection"]["protocol"] == "holdout"
+    task_model = TaskModel.from_pretrained(run / "model")
+    assert isinstance(task_model.model, BERT)
+
+    # The head reads the pooler's output at [CLS] (position 0): changing the last token changes it.
+    ids = torch.tensor([[[task_model.model.config.cls_token_id, 5, 6, task_model.model.config.sep_token_id]]])
+    states, hidden = extract_states(task_model.model, ids, torch.ones_like(ids))
+    assert torch.allclose(states[0, 0], task_model.model.pooler(hidden)[0])
+
+    module = FinetuneModule.from_pretrained(export, "rte", lm_coef=0.5)
+    batch = ids.expand(2, 1, 4).clone()
+    loss = module.lm_loss(None, batch, torch.ones_like(batch))
+    loss.backward()
+    assert torch.isfinite(loss) and module.model.mlm_dense.weight.grad.abs().sum() > 0

@@ -49,9 +49,20 @@ def _fit(segments: dict[str, list[int]], budget: int, truncate: str) -> tuple[di
     return segments, True
 
 
-def layout(spec: TaskSpec, ids: dict, tok: Tokenizer, n_ctx: int) -> tuple[list[list[int]], bool]:
-    """The paper's input transformation (Figure 1) of one example's token ids."""
-    s, d, e = tok.start_id, tok.delimiter_id, tok.extract_id
+INPUT_FORMATS = ("gpt", "bert")
+
+
+def layout(spec: TaskSpec, ids: dict, tok: Tokenizer, n_ctx: int, input_format: str = "gpt") -> tuple[list[list[int]], bool]:
+    """The paper's input transformation (Figure 1) of one example's token ids.
+
+    ``input_format="bert"``: BERT's conventions for the encoder instead: ``[CLS] a [SEP] b [SEP]``
+    (the start token as [CLS], the delimiter as [SEP]; the encoder gives the tokens after the first
+    [SEP] segment B), and similarity in one order, text_a first (BERT reads both orders at once:
+    its attention is not causal)."""
+    if input_format not in INPUT_FORMATS:
+        raise ValueError(f"input_format must be one of {INPUT_FORMATS}, got {input_format!r}")
+    s, d = tok.start_id, tok.delimiter_id
+    e = d if input_format == "bert" else tok.extract_id
     t = spec.transformation
     if t == "classification":
         seg, cut = _fit({"text": ids["text"]}, n_ctx - 2, "text")
@@ -62,7 +73,7 @@ def layout(spec: TaskSpec, ids: dict, tok: Tokenizer, n_ctx: int) -> tuple[list[
     if t == "similarity":
         seg, cut = _fit({"text_a": ids["text_a"], "text_b": ids["text_b"]}, n_ctx - 3, spec.truncate)
         a, b = seg["text_a"], seg["text_b"]
-        return [[s, *a, d, *b, e], [s, *b, d, *a, e]], cut
+        return [[s, *a, d, *b, e]] + ([] if input_format == "bert" else [[s, *b, d, *a, e]]), cut
     if t != "multiple_choice":
         raise ValueError(f"task {spec.name}: the {t!r} transformation is zero-shot only (no fine-tuning input)")
     sequences, any_cut = [], False
@@ -82,8 +93,8 @@ def _encode_unique(tok: Tokenizer, texts: list[str]) -> list[list[int]]:
     return [ids[t] for t in texts]
 
 
-def encode_split(spec: TaskSpec, records: list[dict], tok: Tokenizer, n_ctx: int) -> datasets.Dataset:
-    """Tokenize every field of every record in batch, then lay out the sequences."""
+def encode_split(spec: TaskSpec, records: list[dict], tok: Tokenizer, n_ctx: int, input_format: str = "gpt") -> datasets.Dataset:
+    """Tokenize every field of every record in batch, then lay out the sequences (:func:`layout`)."""
     fields = TRANSFORMATION_FIELDS[spec.transformation]
     if any("question" in r for r in records):
         fields = (*fields, "question")
@@ -100,7 +111,7 @@ def encode_split(spec: TaskSpec, records: list[dict], tok: Tokenizer, n_ctx: int
             encoded[name] = _encode_unique(tok, [r.get(name, "") for r in records])
     input_ids, labels, truncated = [], [], []
     for i, r in enumerate(records):
-        sequences, cut = layout(spec, {name: encoded[name][i] for name in fields}, tok, n_ctx)
+        sequences, cut = layout(spec, {name: encoded[name][i] for name in fields}, tok, n_ctx, input_format)
         input_ids.append(sequences)
         truncated.append(cut)
         labels.append(r.get("label"))
@@ -179,17 +190,19 @@ def split_off_holdout(records: list, fraction: float, maximum: int) -> tuple[lis
     return ([r for i, r in enumerate(records) if i not in held], [r for i, r in enumerate(records) if i in held])
 
 
-def encode_cached(spec: TaskSpec, split: str, records: list[dict], tok: Tokenizer, n_ctx: int, cache_dir: Path) -> datasets.Dataset:
+def encode_cached(spec: TaskSpec, split: str, records: list[dict], tok: Tokenizer, n_ctx: int, cache_dir: Path,
+                  input_format: str = "gpt") -> datasets.Dataset:  # fmt: skip
     """The records encoded; tokenization runs only the first time for the same records,
-    tokenizer and context."""
+    tokenizer, context and input format."""
+    fmt = "" if input_format == "gpt" else f"|{input_format}"  # GPT's keys are as before the encoder existed
     key = hashlib.sha256(
-        f"v{_FORMAT_VERSION}|{spec.name}|{spec.transformation}|{tok.fingerprint}|{n_ctx}|{_records_digest(records)}".encode()
+        f"v{_FORMAT_VERSION}|{spec.name}|{spec.transformation}|{tok.fingerprint}|{n_ctx}{fmt}|{_records_digest(records)}".encode()
     ).hexdigest()[:20]
     target = Path(cache_dir) / "tasks" / spec.name / f"{split}-{key}"
     if not (target / "dataset_info.json").is_file():
         tmp = target.with_name(target.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
-        encode_split(spec, records, tok, n_ctx).save_to_disk(str(tmp))
+        encode_split(spec, records, tok, n_ctx, input_format).save_to_disk(str(tmp))
         shutil.rmtree(target, ignore_errors=True)
         tmp.rename(target)
     return datasets.load_from_disk(str(target))
@@ -273,6 +286,8 @@ class TaskDataModule(L.LightningDataModule):
             (``["holdout"]`` selects on the held-out slice only).
         length_grouped: batch training examples of similar length together.
         num_workers: DataLoader workers.
+        input_format: "gpt" (the paper's transformations) or "bert" (BERT's conventions, for the
+            encoder; see :func:`layout`).
     """
 
     def __init__(self, task: str | TaskSpec, tokenizer: Tokenizer, *, batch_size: int = 32, n_ctx: int | None = None,
@@ -280,9 +295,12 @@ class TaskDataModule(L.LightningDataModule):
                  max_train_examples: int | None = None, max_eval_examples: int | None = None,
                  splits: Mapping[str, str] | None = None, holdout_fraction: float | None = None,
                  holdout_max: int = 2000, eval_splits: list[str] | None = None, length_grouped: bool = False,
-                 num_workers: int = 0):  # fmt: skip
+                 num_workers: int = 0, input_format: str = "gpt"):  # fmt: skip
         super().__init__()
         spec = get_task(task) if isinstance(task, str) else task
+        if input_format not in INPUT_FORMATS:
+            raise ValueError(f"input_format must be one of {INPUT_FORMATS}, got {input_format!r}")
+        self.input_format = input_format
         if spec.zero_shot_only:
             raise ValueError(f"task {spec.name} is zero-shot only: it has no fine-tuning batches")
         for name, value in (("batch_size", batch_size), ("n_ctx", n_ctx), ("max_train_examples", max_train_examples),
@@ -344,8 +362,8 @@ class TaskDataModule(L.LightningDataModule):
         if split not in self.splits:
             predict = split in self.predict_splits
             records, dropped, where = self._records(split)
-            encoded = EncodedSplit(encode_cached(self.spec, split, records, self.tokenizer, self.n_ctx, self.cache_dir),
-                                   where, dropped)  # fmt: skip
+            encoded = EncodedSplit(encode_cached(self.spec, split, records, self.tokenizer, self.n_ctx, self.cache_dir,
+                                                 self.input_format), where, dropped)  # fmt: skip
             data = encoded.data.remove_columns("truncated")
             if predict:
                 data = data.add_column("index", list(range(len(data))))

@@ -30,7 +30,7 @@ from gptbench.data.task_data import collate, datamodule
 from gptbench.evaluation.loading import load_model_and_tokenizer
 from gptbench.evaluation.metrics import make_metric
 from gptbench.io import atomic_write_json, default_cache_dir
-from gptbench.models.task_head import extract_states
+from gptbench.models.task_head import extract_states, input_format
 from gptbench.tasks import get_task
 
 C_GRID = (0.01, 0.1, 1.0, 10.0, 100.0)
@@ -65,7 +65,8 @@ def logistic_probe(model_dir: str | Path, task: str, *, data_dir: str | Path | N
     model.eval()
     data = datamodule(spec, tokenizer, n_ctx=model.config.n_ctx, data_dir=data_dir, cache_dir=cache_dir or default_cache_dir(),
                       seed=seed, max_train_examples=max_train, max_eval_examples=max_eval,
-                      holdout_fraction=holdout_fraction, holdout_max=holdout_max, eval_splits=["holdout"])  # fmt: skip
+                      holdout_fraction=holdout_fraction, holdout_max=holdout_max, eval_splits=["holdout"],
+                      input_format=input_format(model))  # fmt: skip
     splits = {"train": spec.train_split, "holdout": "holdout", **{s: s for s in spec.eval_splits}}
     features = {name: frozen_features(model, data.load(split)) for name, split in splits.items()}
     scaler = StandardScaler().fit(features["train"][0])

@@ -84,6 +84,12 @@ class BertConfig:
         return self.vocab_size
 
     @property
+    def sep_token_id(self) -> int:
+        """[SEP]: the tokenizer's delimiter token."""
+        self._require_gptbench_specials()
+        return self.vocab_size + 1
+
+    @property
     def mask_token_id(self) -> int:
         """[MASK]: the row after the tokenizer's three task tokens."""
         self._require_gptbench_specials()
@@ -197,9 +203,16 @@ class BERT(nn.Module):
             block.apply(self._init_weights)
 
     def init_special_embeddings(self) -> None:
-        """Re-draw the special-token rows N(0, initializer_range), and zero their output biases: those
-        rows as a fresh network has them."""
-        v = self.config.vocab_size
+        """Re-draw, at fine-tuning, the special rows masked-LM pre-training never trained: N(0,
+        initializer_range) embeddings and zero output biases. In gptbench's encoder those are [SEP]
+        (the delimiter) and the unused extract row; [CLS] (read by the pooler, at the start of every
+        pre-training window) and [MASK] keep their pre-trained vectors. Another layout of special
+        rows is re-drawn whole."""
+        c = self.config
+        rows = list(range(c.vocab_size, c.n_tokens))
+        if c.n_special == N_TASK_TOKENS + 1:
+            rows = [r for r in rows if r not in (c.cls_token_id, c.mask_token_id)]
         with torch.no_grad():
-            self.tokens_embed.weight[v:].normal_(0.0, self.config.initializer_range)
-            self.mlm_bias[v:].zero_()
+            for r in rows:
+                self.tokens_embed.weight[r].normal_(0.0, c.initializer_range)
+                self.mlm_bias[r] = 0.0

@@ -1,17 +1,37 @@
-"""The task head the paper adds for fine-tuning: a linear layer on the extract token's states."""
+"""The task head the paper adds for fine-tuning: a linear layer on the extract token's states (the
+BERT encoder's: on its pooled [CLS] state)."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
 
+from gptbench.models.bert import BERT
+
+
+def input_format(model) -> str:
+    """How a network's task inputs are laid out (gptbench.data.task_data.layout): "bert" for the
+    encoder ([CLS] a [SEP] b [SEP], read at [CLS]), "gpt" for GPT and the LSTM (read at the extract token)."""
+    return "bert" if isinstance(model, BERT) else "gpt"
+
+
+def segment_ids(input_ids: torch.Tensor, sep_id: int) -> torch.Tensor:
+    """BERT's segments of (N, T) ids: 0 up to and including the first [SEP], 1 after it."""
+    sep = (input_ids == sep_id).long()
+    return ((sep.cumsum(dim=1) - sep) > 0).long()
+
 
 def extract_states(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The network's last hidden states at each sequence's extract token (its last real token),
-    (B, C, D), from (B, C, T) right-padded ids and mask; and all hidden states (B*C, T, D)."""
+    """The states the task head reads, (B, C, D), from (B, C, T) right-padded ids and mask, and all
+    hidden states (B*C, T, D). GPT and the LSTM: the last hidden state at each sequence's extract
+    token (its last real token). The BERT encoder: its pooler on [CLS], with segment ids."""
     B, C, T = input_ids.shape
-    hidden, _ = model(input_ids.view(B * C, T), attention_mask.view(B * C, T))
-    extract = attention_mask.view(B * C, T).sum(dim=1) - 1  # the extract token ends each sequence
+    ids, mask = input_ids.view(B * C, T), attention_mask.view(B * C, T)
+    if isinstance(model, BERT):
+        hidden, _ = model(ids, mask, token_type_ids=segment_ids(ids, model.config.sep_token_id))
+        return model.pooler(hidden).view(B, C, -1), hidden
+    hidden, _ = model(ids, mask)
+    extract = mask.sum(dim=1) - 1  # the extract token ends each sequence
     return hidden[torch.arange(B * C, device=hidden.device), extract].view(B, C, -1), hidden
 
 

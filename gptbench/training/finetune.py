@@ -23,7 +23,8 @@ from gptbench.config import ConfigError, ExperimentConfig, FinetuneConfig, requi
 from gptbench.io import atomic_write_json, atomic_write_text
 from gptbench.evaluation.metrics import make_metric
 from gptbench.models import LanguageModel, ModelConfig, build_model, load_pretrained, model_spec
-from gptbench.models.task_head import TaskHead, extract_states
+from gptbench.models.bert import BERT
+from gptbench.models.task_head import TaskHead, extract_states, input_format, segment_ids
 from gptbench.run_lock import run_lock
 from gptbench.run_identity import finetune_dir, finetune_settings, pretrain_dir, record_settings
 from gptbench.data.task_data import absent_reason, datamodule
@@ -31,6 +32,7 @@ from gptbench.tasks import TaskSpec, get_task
 from gptbench.data.tokenizer import Tokenizer
 from gptbench.data.tokenizer_stage import build_tokenizer, run_tokenizer
 from gptbench.training.exports import write_model_card
+from gptbench.training.masked_lm import IGNORE, mask_tokens
 from gptbench.training.task_model import TaskModel
 from gptbench.training.common import (
     GradientClipping,
@@ -49,8 +51,10 @@ from gptbench.training.common import (
 
 
 class FinetuneModule(GradientClipping, RngStateMixin, L.LightningModule):
-    """Fine-tuning of a GPT (or the LSTM of Table 5) on one task, for any Lightning Trainer:
-    L3 = L2 + lm_coef * L1.
+    """Fine-tuning of a GPT (or the LSTM of Table 5, or the BERT encoder) on one task, for any
+    Lightning Trainer: L3 = L2 + lm_coef * L1. The encoder reads its inputs in BERT's conventions
+    (gptbench.data.task_data.layout) at its pooled [CLS] state, and its L1 is the masked-LM loss
+    (BERT fine-tunes without one: lm_coef=0).
 
     Defaults are the paper's (Section 4.1) and the released code's (Adam betas, eps, clipping).
     Logged names: ``train/loss``, ``train/task_loss``, ``train/lm_loss``, and per scored split
@@ -147,12 +151,27 @@ class FinetuneModule(GradientClipping, RngStateMixin, L.LightningModule):
         return self.head(h), hidden
 
     def lm_loss(self, hidden, input_ids, attention_mask) -> torch.Tensor:
-        """Next-token loss averaged over each sequence's real positions, then over sequences."""
+        """Next-token loss averaged over each sequence's real positions, then over sequences; the
+        BERT encoder's auxiliary loss is the masked-LM one (:meth:`masked_lm_loss`)."""
+        if isinstance(self.model, BERT):
+            return self.masked_lm_loss(input_ids, attention_mask)
         T = input_ids.size(-1)
         ids, mask = input_ids.view(-1, T)[:, 1:], attention_mask.view(-1, T)[:, 1:].float()
         logits = self.model.lm_head(hidden[:, :-1])
         nll = F.cross_entropy(logits.reshape(-1, logits.size(-1)), ids.reshape(-1), reduction="none").view_as(mask)
         return ((nll * mask).sum(1) / mask.sum(1).clamp(min=1)).mean()
+
+    def masked_lm_loss(self, input_ids, attention_mask) -> torch.Tensor:
+        """BERT's pre-training objective on the task's own inputs: 15% of the real BPE tokens (not
+        [CLS], [SEP] or padding) masked 80/10/10, a second forward pass on that corrupted copy, the
+        cross-entropy at the selected positions."""
+        c, T = self.model.config, input_ids.size(-1)
+        ids, mask = input_ids.view(-1, T), attention_mask.view(-1, T)
+        eligible = mask.bool() & (ids < c.vocab_size)
+        inputs, labels = mask_tokens(ids, c.mask_token_id, c.vocab_size, eligible=eligible)
+        hidden, _ = self.model(inputs, mask, token_type_ids=segment_ids(ids, c.sep_token_id))
+        selected = labels != IGNORE
+        return F.cross_entropy(self.model.lm_head(hidden[selected]).float(), labels[selected])
 
     def task_loss(self, logits, labels) -> torch.Tensor:
         if self.task.labels is None:
@@ -358,7 +377,8 @@ def _finetune(cfg: ExperimentConfig, task: TaskSpec, stage_dir: Path, data_root:
                       max_train_examples=f.max_train_examples, max_eval_examples=f.max_eval_examples,
                       splits=f.splits, length_grouped=f.length_grouped, num_workers=f.num_workers,
                       holdout_fraction=f.holdout_fraction if select == "holdout" else None, holdout_max=f.holdout_max,
-                      eval_splits=["holdout"] if select == "holdout" else None)  # fmt: skip
+                      eval_splits=["holdout"] if select == "holdout" else None,
+                      input_format=input_format(module.model))  # fmt: skip
     # Read and encode every split this run will use before the first step: a malformed file
     # fails now, not after training.
     data.setup("fit")

@@ -33,23 +33,28 @@ def mask_tokens(
     vocab_size: int,  # random replacements are drawn from the BPE vocabulary, specials excluded
     generator: torch.Generator | None = None,
     rate: float = MASK_RATE,
+    eligible: torch.Tensor | None = None,  # (B, T) bool: the positions that may be selected
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The corrupted inputs (B, T) and the labels (B, T): the original token at the selected
-    positions, ``IGNORE`` elsewhere. Position 0 ([CLS]) is never selected. Every window gets at
-    least one selected position, so no batch has an empty loss. ``generator``: a seeded generator
-    for a fixed masking (validation); None draws from the global RNG (training, which gptbench's
-    checkpoints save, so a resumed run draws the same masks)."""
+    positions, ``IGNORE`` elsewhere. Only ``eligible`` positions are selected (default: all but
+    position 0, [CLS]; fine-tuning also leaves out [SEP] and padding). Every sequence with an
+    eligible position gets at least one selected, so no batch has an empty loss. ``generator``: a
+    seeded generator for a fixed masking (validation); None draws from the global RNG (training,
+    which gptbench's checkpoints save, so a resumed run draws the same masks)."""
     B, T = ids.shape
-    if T < 2:
-        raise ValueError(f"masked LM needs windows of at least 2 tokens ([CLS] + one), got {T}")
+    if eligible is None:
+        if T < 2:
+            raise ValueError(f"masked LM needs windows of at least 2 tokens ([CLS] + one), got {T}")
+        eligible = torch.ones_like(ids, dtype=torch.bool)
+        eligible[:, 0] = False
 
     def uniform(*shape):
         return torch.rand(*shape, generator=generator, device=ids.device)
 
-    scores = uniform(B, T)
-    scores[:, 0] = 2.0  # never [CLS]
-    selected = scores < rate  # (B, T)
-    selected[torch.arange(B, device=ids.device), scores.argmin(dim=1)] = True  # at least one per window
+    scores = uniform(B, T).masked_fill(~eligible, 2.0)  # (B, T); an ineligible position is never below rate
+    selected = scores < rate
+    rows = torch.arange(B, device=ids.device)
+    selected[rows, scores.argmin(dim=1)] |= eligible.any(dim=1)  # at least one per sequence that has any
     labels = torch.where(selected, ids, torch.full_like(ids, IGNORE))
 
     action = uniform(B, T)  # 80% [MASK], 10% random, 10% unchanged

@@ -28,7 +28,7 @@ from gptbench.data.tokenizer import Tokenizer
 from gptbench.io import atomic_write_json, atomic_write_text
 from gptbench.models import LanguageModel, load_pretrained
 from gptbench.models.checkpoints import CheckpointError
-from gptbench.models.task_head import TaskHead, extract_states
+from gptbench.models.task_head import TaskHead, extract_states, input_format
 from gptbench.tasks import TaskSpec, get_task
 from gptbench.tasks.base import TRANSFORMATION_FIELDS
 from gptbench.training.exports import export_language_model
@@ -119,7 +119,7 @@ class TaskModel(nn.Module):
         single = isinstance(examples, (str, dict)) or (isinstance(examples, tuple) and len(self.fields) > 1
                                                         and all(isinstance(x, str) for x in examples))  # fmt: skip
         records = [self._record(e) for e in ([examples] if single else examples)]
-        encoded = encode_split(self.task, records, self.tokenizer, self.model.config.n_ctx)
+        encoded = encode_split(self.task, records, self.tokenizer, self.model.config.n_ctx, input_format(self.model))
         device = self.model.tokens_embed.weight.device
         out = []
         for start in range(0, len(encoded), batch_size):
