@@ -17,13 +17,14 @@ def test_bench_measures_every_figure_beside_its_reference(tmp_path, capsys):
                         corpus_sizes=(100_000, 1_000_000), cache_dir=tmp_path / "cache", sizes=tiny)  # fmt: skip
     assert [f.name for f in figures] == ["pre-training step, tiny", "pre-training MFU, tiny", "zero-shot RACE dev",
                                          "GPT-1 tokenizer", "fine-tuning SST-2, tiny", "pre-training peak RSS",
-                                         "greedy generation, tiny",
+                                         "greedy generation, tiny", "classification forward, BERT encoder vs GPT, tiny",
                                          "pre-training step, kept freed memory, tiny"]  # fmt: skip
     for f in figures:  # the ratio is ours over the reference's, measured in this run (MFU: over the matmul rate)
         assert f.ours > 0 and f.reference > 0 and f.ratio == pytest.approx(f.ours / f.reference)
     assert "max |score diff|" in figures[2].note and float(figures[2].note.rsplit(" ", 1)[1]) < 1e-4
     assert figures[3].note.endswith("identical ids: 40/40") and figures[6].note.endswith("same ids: True")
-    assert figures[7].note.endswith("identical losses: True")  # the allocator lever changes no number
+    assert figures[7].note.startswith("batch 2, mean ") and "the encoder cannot generate" in figures[7].note
+    assert figures[8].note.endswith("identical losses: True")  # the allocator lever changes no number
     mean_tokens = int(figures[4].note.split("mean ")[1].split(" tokens")[0])
     assert figures[4].note.startswith("24 training sentences, batch 2") and mean_tokens < 16  # n_ctx 16: padding
     tokens = [int(x.replace(",", "")) for x in figures[5].note.split(" training tokens")[0].split()[1::2]]

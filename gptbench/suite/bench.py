@@ -22,6 +22,8 @@ Figures measured here:
   memory-mapped, so it should not grow with the corpus);
 - greedy generation in tokens/s: incremental decoding with the key/value cache, against
   recomputing the whole sequence for every new token (both must give the same ids);
+- a classification forward of the BERT encoder against GPT's at the same shape, in examples/s
+  (the encoder reads its pooled [CLS], GPT its extract token; only GPT can generate);
 - pre-training steps with glibc keeping the memory a step frees (:mod:`gptbench.training.allocator`,
   on in every Trainer), against glibc's defaults, each in fresh processes taking turns; the note
   gives both sides' kernel (system) CPU time per step and checks the losses are identical.
@@ -326,6 +328,33 @@ def generation_figure(n_layer: int, n_embd: int, n_head: int, n_ctx: int, vocab:
                   f"{new} new tokens after 8, batch 1; same ids: {same}")  # fmt: skip
 
 
+def classification_figure(n_layer: int, n_embd: int, n_head: int, n_ctx: int, vocab: int, batch: int, reps: int,
+                          label: str) -> Figure:  # fmt: skip
+    """Examples/s of one classification forward (eval mode; the states the task head reads) of the
+    BERT encoder and of GPT at the same shape, on the same right-padded batch: the encoder reads its
+    pooler at [CLS], GPT the extract token. GPT's generation cost is the greedy generation figure."""
+    from gptbench.models.bert import BERT, BertConfig
+    from gptbench.models.task_head import extract_states
+
+    gpt = random_gpt(n_layer, n_embd, n_head, n_ctx, vocab).eval()
+    torch.manual_seed(0)
+    bert = BERT(BertConfig(vocab_size=vocab - 4, n_special=4, n_ctx=n_ctx, n_embd=n_embd, n_layer=n_layer,
+                           n_head=n_head)).eval()  # fmt: skip
+    ids = torch.randint(0, vocab - 4, (batch, 1, n_ctx))  # one sequence per example
+    lengths = torch.randint(n_ctx // 2, n_ctx + 1, (batch, 1, 1))
+    mask = (torch.arange(n_ctx) < lengths).long()  # (batch, 1, n_ctx), right padding
+    sides = {"bert": lambda: extract_states(bert, ids, mask), "gpt": lambda: extract_states(gpt, ids, mask)}
+    with torch.no_grad():
+        for fn in sides.values():
+            fn()  # warm-up
+        seconds = interleaved(sides, reps)
+    return Figure(f"classification forward, BERT encoder vs GPT, {label}", batch / seconds["bert"],
+                  batch / seconds["gpt"], "examples/s", "report", seconds["gpt"] / seconds["bert"],
+                  f"batch {batch}, mean {mask.sum().item() / batch:.0f} real tokens; parameters "
+                  f"{bert.num_parameters():,} (encoder: + segments, embedding LayerNorm, MLM head, pooler) vs "
+                  f"{gpt.num_parameters():,}; the encoder cannot generate (GPT: the greedy generation figure)")  # fmt: skip
+
+
 def _allocator_steps(keep: bool, size: dict, steps: int, queue) -> None:
     """In a fresh process: one warm-up and ``steps`` timed pre-training steps of a random GPT of
     ``size``, glibc keeping freed memory or not; puts (seconds, system CPU seconds, last loss)."""
@@ -384,6 +413,7 @@ def run_bench(out_dir: Path, data_dir: Path, gpt1_dir: Path, corpus_dir: Path, r
     figures.append(finetune_figure(data_dir, **size, examples=sst2, reps=reps, label=label))
     figures.append(memory_figure(corpus_dir, gpt1_dir, cache_dir or default_cache_dir(), corpus_sizes, 20))
     figures.append(generation_figure(**size, reps=reps, label=label))
+    figures.append(classification_figure(**size, reps=reps, label=label))
     figures.append(allocator_figure(size, steps, reps, label))
     table = ["| figure | ours | reference | ratio | target | note |", "| --- | --- | --- | --- | --- | --- |",
              *(f.line() for f in figures)]  # fmt: skip
