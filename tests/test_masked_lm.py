@@ -195,3 +195,20 @@ def test_fine_tuning_the_encoder_reads_the_pooled_cls(bert_run, tmp_path):
     loss = module.lm_loss(None, batch, torch.ones_like(batch))
     loss.backward()
     assert torch.isfinite(loss) and module.model.mlm_dense.weight.grad.abs().sum() > 0
+
+
+def test_encoder_pretraining_result_files_sit_beside_the_transformers(bert_run, tmp_path):
+    """A sweep that pre-trains the encoder adds ``bert_pretrain`` to provenance.json and its own curve
+    file; the Transformer's entries are left as they were, and the report names the objective."""
+    from gptbench.suite.report import provenance_lines
+    from gptbench.suite.results import write_pretrain_results
+
+    _, cfg, _ = bert_run
+    (tmp_path / "provenance.json").write_text(json.dumps({"preset": "tiny", "pretrain": {"val_loss": 4.0}}))
+    write_pretrain_results(cfg, tmp_path)
+    provenance = json.loads((tmp_path / "provenance.json").read_text())
+    assert provenance["pretrain"] == {"val_loss": 4.0} and provenance["bert_pretrain"]["objective"] == "masked LM"
+    assert provenance["bert_pretrain"]["tokens_seen"] == 80 * 8 * 32
+    assert (tmp_path / "pretrain_curve_bert.csv").is_file() and not (tmp_path / "pretrain_curve.csv").exists()
+    [line] = [x for x in provenance_lines(provenance, {"parameters": 1, "perplexity": 1, "corpus": "x"}) if "BERT" in x]
+    assert "masked-LM validation loss" in line and "masked LM" in line

@@ -502,8 +502,11 @@ PRETRAIN_FORMATS = {"steps": "{:,} steps", "tokens_seen": "{:,} tokens seen", "v
                     "val_ppl": "validation perplexity {:.1f}", "tokens_per_sec": "{:,.0f} tokens/s",
                     "wall_seconds": lambda s: f"wall time {fmt_seconds(s)}"}  # fmt: skip
 LSTM_FORMATS = {"n_layer": "{} layer(s)", "n_hidden": "{:,} units", "parameters": "{:,} parameters", **PRETRAIN_FORMATS}
-PROVENANCE_KEYS = ("preset", "model", "parameters", "tokenizer", "corpus", "pretrain", "lstm_pretrain", "wall_seconds",
-                   "git_commit", "machine")  # fmt: skip
+BERT_FORMATS = {"n_layer": "{} layers", "n_embd": "width {}", "parameters": "{:,} parameters", "objective": "{}",
+                **PRETRAIN_FORMATS, "val_loss": "masked-LM validation loss {:.3f}",
+                "val_ppl": "masked-LM validation perplexity {:.1f} (not comparable with a left-to-right one)"}  # fmt: skip
+PROVENANCE_KEYS = ("preset", "model", "parameters", "tokenizer", "corpus", "pretrain", "lstm_pretrain", "bert_pretrain",
+                   "wall_seconds", "git_commit", "machine")  # fmt: skip
 
 
 def described(d: dict, formats: dict) -> str:
@@ -536,6 +539,9 @@ def provenance_lines(p: dict | None, paper_pretraining: dict) -> list[str]:
         lines.append(line)
     if isinstance(p.get("lstm_pretrain"), dict):
         lines.append("LSTM pre-training (Table 5, Figure 2): " + described(p["lstm_pretrain"], LSTM_FORMATS))
+    if isinstance(p.get("bert_pretrain"), dict):
+        lines.append("BERT-style encoder pre-training (same corpus, tokenizer and windows): "
+                     + described(p["bert_pretrain"], BERT_FORMATS))  # fmt: skip
     if isinstance(p.get("wall_seconds"), dict):
         stages = sorted(p["wall_seconds"].items())
         lines.append("wall time: " + ", ".join(f"{stage} {fmt_seconds(s)}" for stage, s in stages))

@@ -33,9 +33,9 @@ def pretrain_curve(tb_dir: Path) -> list[dict]:
 
 
 def write_pretrain_results(cfg: ExperimentConfig, results_dir: Path) -> None:
-    """``provenance.json`` and ``pretrain_curve.csv`` for the pre-training of ``cfg``; an LSTM's
-    goes to provenance's ``lstm_pretrain`` and ``pretrain_curve_lstm.csv``, beside the
-    Transformer's."""
+    """``provenance.json`` and ``pretrain_curve.csv`` for the pre-training of ``cfg``; another
+    network's (the LSTM, the BERT encoder) goes to provenance's ``<architecture>_pretrain`` and
+    ``pretrain_curve_<architecture>.csv``, beside the Transformer's."""
     stage = pretrain_dir(cfg)
     metrics = json.loads((stage / "metrics.json").read_text())
     pretrain = {"steps": metrics["steps"], "tokens_seen": metrics["train_tokens"], "val_loss": metrics["val_loss"],
@@ -43,10 +43,12 @@ def write_pretrain_results(cfg: ExperimentConfig, results_dir: Path) -> None:
                 "tokens_per_sec": metrics["train_tokens"] / max(metrics["wall_seconds"], 1e-9), "run": str(stage)}  # fmt: skip
     path = results_dir / "provenance.json"
     existing = json.loads(path.read_text()) if path.is_file() else {}
-    if cfg.architecture == "lstm":
-        lstm = {"n_layer": cfg.lstm.n_layer, "n_hidden": cfg.lstm.n_hidden, "parameters": metrics["parameters"]}
-        atomic_write_json(path, {**existing, "lstm_pretrain": {**lstm, **pretrain}})
-        _write_curve(stage, results_dir / "pretrain_curve_lstm.csv")
+    if cfg.architecture != "transformer":
+        shape = ({"n_layer": cfg.lstm.n_layer, "n_hidden": cfg.lstm.n_hidden} if cfg.architecture == "lstm" else
+                 {"n_layer": cfg.model.n_layer, "n_embd": cfg.model.n_embd, "objective": "masked LM"})  # fmt: skip
+        atomic_write_json(path, {**existing, f"{cfg.architecture}_pretrain": {**shape, "parameters": metrics["parameters"],
+                                                                             **pretrain}})  # fmt: skip
+        _write_curve(stage, results_dir / f"pretrain_curve_{cfg.architecture}.csv")
         return
     model = json.loads((stage / "model" / "config.json").read_text())
     t, c = cfg.tokenizer, cfg.corpus
@@ -60,6 +62,7 @@ def write_pretrain_results(cfg: ExperimentConfig, results_dir: Path) -> None:
                    "train_tokens": metrics["corpus_tokens"]["train"], "val_tokens": metrics["corpus_tokens"]["val"]},
         "pretrain": pretrain,
         "lstm_pretrain": existing.get("lstm_pretrain"),
+        "bert_pretrain": existing.get("bert_pretrain"),
         "git_commit": git_commit(),
         "machine": machine(),
     }  # fmt: skip
