@@ -10,14 +10,17 @@ import sys
 from pathlib import Path
 
 
-def git_commit() -> str | None:
-    """The checkout's commit (with '+dirty' when it has uncommitted changes), if it is a git checkout."""
-    repo = Path(__file__).resolve().parents[1]
+def git_commit(repo: Path | None = None) -> str | None:
+    """The checkout's commit, if it is a git checkout, with '+dirty' when tracked files outside
+    ``results/`` have uncommitted changes. A reproduction writes its result files into the
+    committed ``results/<preset>/`` as it runs: those are its output, not a change to the code that
+    made them."""
+    repo = repo or Path(__file__).resolve().parents[1]
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True, text=True,
                                 check=True).stdout.strip()  # fmt: skip
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
-                               capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results"],
+                               cwd=repo, capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
     except (OSError, subprocess.CalledProcessError):
         return None
     return commit + ("+dirty" if dirty else "")

@@ -252,3 +252,26 @@ def test_a_malformed_test_split_fails_before_training(pretrained, tmp_path):
     with pytest.raises(DataError, match=r"ALL_test.csv:6: unknown label '3'"):
         run_finetune(cfg)
     assert not (finetune_dir(cfg) / "checkpoints").exists() and not (finetune_dir(cfg) / "tb").exists()
+
+
+def test_a_reproductions_own_result_files_do_not_make_the_commit_dirty(tmp_path):
+    import subprocess
+
+    from gptbench.provenance import git_commit
+
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)  # fmt: skip
+
+    (tmp_path / "results" / "mini").mkdir(parents=True)
+    (tmp_path / "results" / "mini" / "provenance.json").write_text("{}")
+    (tmp_path / "model.py").write_text("x = 1\n")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "start")
+    commit = git_commit(tmp_path)
+    assert commit and not commit.endswith("+dirty")
+    (tmp_path / "results" / "mini" / "provenance.json").write_text('{"written": "by the reproduction"}')
+    assert git_commit(tmp_path) == commit  # results/ is the run's output
+    (tmp_path / "model.py").write_text("x = 2\n")
+    assert git_commit(tmp_path) == commit + "+dirty"  # a code change is not
