@@ -12,11 +12,12 @@ from pathlib import Path
 
 from gptbench.models.checkpoints import CheckpointError
 from gptbench.config import ConfigError, load_config
-from gptbench.errors import CorpusError, NonFiniteLoss, RunLocked
+from gptbench.errors import CorpusError, NoNextTokenModel, NonFiniteLoss, RunLocked
 from gptbench.tasks import DataError
 
 CHECKPOINT_HELP = "gptbench model dir, .ckpt, Hugging Face openai-gpt dir or OpenAI model/ dir"
-USER_ERRORS = (ConfigError, DataError, CheckpointError, CorpusError, NonFiniteLoss, RunLocked, FileNotFoundError)
+USER_ERRORS = (ConfigError, DataError, CheckpointError, CorpusError, NoNextTokenModel, NonFiniteLoss, RunLocked,
+               FileNotFoundError)  # fmt: skip
 
 
 def _pretrain(args) -> None:
@@ -155,7 +156,7 @@ def _generate(args) -> None:
     ids = tokenizer.encode(args.prompt)
     try:
         out = model.generate(ids, **dataclasses.asdict(config))
-    except (ValueError, NotImplementedError) as e:  # a prompt longer than the context (context=stop); an encoder
+    except ValueError as e:  # a prompt longer than the context (context=stop); an encoder (NoNextTokenModel)
         raise ConfigError(f"generate: {e}") from None
     for i, row in enumerate(out.tolist()):
         if len(out) > 1:

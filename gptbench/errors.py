@@ -14,3 +14,8 @@ class NonFiniteLoss(FloatingPointError):
 
 class RunLocked(RuntimeError):
     """Another live process holds the run directory; the message names it (pid, host)."""
+
+
+class NoNextTokenModel(ValueError):
+    """A next-token operation (generation, the zero-shot heuristics) asked of a network that does not
+    predict the next token (the BERT encoder); the message says what to use instead."""

@@ -1,18 +1,17 @@
 """The paper's analysis (#7): the LSTM behind GPT's interface, Figure 2's sweeps, the claims."""
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
-from conftest import DATA, tiny_overrides
+from conftest import DATA
 
 from gptbench.config import ConfigError, load_config
 from gptbench.evaluation import zeroshot as zs
 from gptbench.evaluation.loading import load_model_and_tokenizer
 from gptbench.models import LSTMConfig, LSTMLM, build_model, load_pretrained, model_spec
 from gptbench.models.checkpoints import CheckpointError
-from gptbench.models.gpt import GPT, GPTConfig
+from gptbench.models.gpt import GPT
 from gptbench.suite import claims
 from gptbench.suite.figure2 import load_zero_shot_curve
 from gptbench.suite.sweep import expand, load_table, run_sweep
@@ -144,6 +143,10 @@ def test_figure2_sweeps_write_the_figure_and_resume(pretrained, tmp_path, capsys
     assert any("rte stands in for mnli" in note for note in figure2["notes"])
 
     assert load_zero_shot_curve("figure2_zeroshot").architectures == ("transformer", "lstm")
+    encoder_curve = tmp_path / "encoder_curve.yaml"  # the encoder has no next-token heuristics to score
+    encoder_curve.write_text("kind: zero_shot_curve\narchitectures: [transformer, bert]\ntasks: [sst2]\n")
+    with pytest.raises(ConfigError, match=r"architectures=\['transformer', 'bert'\].*BERT encoder does not define"):
+        load_zero_shot_curve(str(encoder_curve))
     args = [*pretrained, f"results_dir={results}", "tasks=[sst2,dprd]", "max_examples=5"]
     run_sweep("figure2_zeroshot", "smoke", args)
     files = sorted(str(p.relative_to(results / "zeroshot")) for p in (results / "zeroshot").rglob("*.json"))

@@ -13,21 +13,25 @@ from gptbench.training.allocator import keep_freed_memory
 
 def test_bench_measures_every_figure_beside_its_reference(tmp_path, capsys):
     tiny = {"tiny": dict(n_layer=1, n_embd=32, n_head=2, n_ctx=16, vocab=300, batch=2)}
-    figures = run_bench(tmp_path, DATA, GPT1, CORPUS, reps=1, steps=1, race=2, texts=40, sst2=24,
-                        corpus_sizes=(100_000, 1_000_000), cache_dir=tmp_path / "cache", sizes=tiny)  # fmt: skip
-    assert [f.name for f in figures] == ["pre-training step, tiny", "pre-training MFU, tiny", "zero-shot RACE dev",
+    race = {"tiny": (dict(n_layer=1, n_embd=32, n_head=2, n_ctx=64), 2)}
+    figures = run_bench(tmp_path, DATA, GPT1, CORPUS, reps=1, steps=1, texts=40, sst2=24, corpus_sizes=(100_000, 1_000_000),
+                        cache_dir=tmp_path / "cache", sizes=tiny, race_shapes=race)  # fmt: skip
+    assert [f.name for f in figures] == ["pre-training step, tiny", "pre-training MFU, tiny",
+                                         "pre-training step, torch.compile vs eager, tiny", "zero-shot RACE dev, tiny",
                                          "GPT-1 tokenizer", "fine-tuning SST-2, tiny", "pre-training peak RSS",
                                          "greedy generation, tiny", "classification forward, BERT encoder vs GPT, tiny",
                                          "pre-training step, kept freed memory, tiny"]  # fmt: skip
     for f in figures:  # the ratio is ours over the reference's, measured in this run (MFU: over the matmul rate)
         assert f.ours > 0 and f.reference > 0 and f.ratio == pytest.approx(f.ours / f.reference)
-    assert "max |score diff|" in figures[2].note and float(figures[2].note.rsplit(" ", 1)[1]) < 1e-4
-    assert figures[3].note.endswith("identical ids: 40/40") and figures[6].note.endswith("same ids: True")
-    assert figures[7].note.startswith("batch 2, mean ") and "the encoder cannot generate" in figures[7].note
-    assert figures[8].note.endswith("identical losses: True")  # the allocator lever changes no number
-    mean_tokens = int(figures[4].note.split("mean ")[1].split(" tokens")[0])
-    assert figures[4].note.startswith("24 training sentences, batch 2") and mean_tokens < 16  # n_ctx 16: padding
-    tokens = [int(x.replace(",", "")) for x in figures[5].note.split(" training tokens")[0].split()[1::2]]
+    assert "the first step (compiling) took" in figures[2].note  # the torch.compile lever, measured
+    assert "max |score diff|" in figures[3].note and float(figures[3].note.rsplit(" ", 1)[1]) < 1e-4
+    assert figures[3].note.startswith("2 questions, context 64; FLOP ratio ")  # what sharing can save at most
+    assert figures[4].note.endswith("identical ids: 40/40") and figures[7].note.endswith("same ids: True")
+    assert figures[8].note.startswith("batch 2, mean ") and "the encoder cannot generate" in figures[8].note
+    assert figures[9].note.endswith("identical losses: True")  # the allocator lever changes no number
+    mean_tokens = int(figures[5].note.split("mean ")[1].split(" tokens")[0])
+    assert figures[5].note.startswith("24 training sentences, batch 2") and mean_tokens < 16  # n_ctx 16: padding
+    tokens = [int(x.replace(",", "")) for x in figures[6].note.split(" training tokens")[0].split()[1::2]]
     assert tokens[0] > tokens[1] > 0  # two corpus sizes, measured in fresh processes
     saved = json.loads((tmp_path / "bench.json").read_text())
     assert [f["name"] for f in saved["figures"]] == [f.name for f in figures] and saved["reps"] == 1
@@ -52,3 +56,18 @@ def test_glibc_takes_the_allocator_settings_and_elsewhere_nothing_changes(monkey
     assert keep_freed_memory() is True
     monkeypatch.setattr(sys, "platform", "darwin")
     assert keep_freed_memory() is False
+
+
+def test_scoring_flops_count_what_each_way_computes():
+    """Known values: with a 1-layer, width-1 model, the body costs 24 FLOPs a token, a query-key pair
+    4, a scored position 2 x vocab."""
+    from gptbench.models.gpt import GPTConfig
+    from gptbench.suite.bench import scoring_flops
+
+    cfg = GPTConfig(vocab_size=10, n_ctx=16, n_embd=1, n_layer=1, n_head=1)
+    # prefix 3, continuations of 2 and 1: naive runs sequences of 4 and 3 tokens.
+    naive, head = scoring_flops(cfg, 3, [2, 1], shared=False)
+    assert head == 2 * 10 * 3 and naive == 24 * (4 + 3) + 4 * ((1 + 2 + 3 + 4) + (1 + 2 + 3)) + head
+    # shared: the prefix once (3 tokens), then 1 continuation token attending to 3 + 1 keys.
+    shared, _ = scoring_flops(cfg, 3, [2, 1], shared=True)
+    assert shared == 24 * (3 + 1) + 4 * ((1 + 2 + 3) + 4) + head

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from gptbench import GPT, GPTConfig
+from gptbench.errors import NoNextTokenModel
 from gptbench.models import build_model, load_pretrained, model_spec
 from gptbench.models.bert import BERT, BertConfig
 from gptbench.models.checkpoints import CheckpointError
@@ -211,9 +212,9 @@ def test_interface_methods():
     block0 = model.h[0].attn.c_attn.weight.clone()
     model.reinit_blocks_from(1)
     torch.testing.assert_close(model.h[0].attn.c_attn.weight, block0, rtol=0, atol=0)
-    with pytest.raises(NotImplementedError, match="no next-token decoding"):
+    with pytest.raises(NoNextTokenModel, match="no next-token decoding"):
         model.generate([1, 2, 3])
-    with pytest.raises(NotImplementedError, match="no next-token decoding"):
+    with pytest.raises(NoNextTokenModel, match="no next-token decoding"):
         model.expand_past(None, 2)
 
 

@@ -5,7 +5,6 @@ import json
 import random
 import re
 import shutil
-from pathlib import Path
 
 import pytest
 import torch

@@ -119,6 +119,8 @@ def test_fill_mask_command(bert_run, pretrained, capsys):
     assert "gptbench generate" in capsys.readouterr().err
     assert main(["generate", str(export), "the old man"]) == 2  # and the encoder cannot continue text
     assert "fill-mask" in capsys.readouterr().err
+    assert main(["zeroshot", str(export), "tasks=sst2", f"data_dir={export.parent}"]) == 2  # nor score zero-shot
+    assert "zero-shot heuristics reads next-token probabilities, which the bert network" in capsys.readouterr().err
 
 
 def test_masked_lm_resume_is_exact(tmp_path, tiny_corpus, cache_dir, monkeypatch):

@@ -355,3 +355,42 @@ def test_malformed_optional_inputs_are_named(results, name, text):
     (results / name).write_text(text)
     with pytest.raises(ValueError, match=str(results / name)):
         write_report(results)
+
+
+def test_encoder_row_says_what_is_equal_and_what_differs(results):
+    """The BERT-style encoder's runs (variant "bert") get their own labelled row; the line under the
+    table compares parameters and tokens from provenance, and the fine-tuning settings run by run
+    with the full twin (here lm_coef differs, as in BERT's recipe, and lr differs in one run)."""
+    provenance = {**PROVENANCE, "bert_pretrain": {"n_layer": 4, "n_embd": 128, "objective": "masked LM",
+                                                  "parameters": 1214000, "steps": 800, "tokens_seen": 1638400}}
+    (results / "provenance.json").write_text(json.dumps(provenance))
+    (results / "pretrain_curve_bert.csv").write_text("step,train_loss,val_loss,val_ppl\n0,8.1,,\n800,6.3,6.32,555.1\n")
+    (results / "figure2.json").write_text(json.dumps({"zero_shot": [{"model": "transformer", "task": "sst2",
+                                                                     "step": 800, "score": 0.6}]}))  # fmt: skip
+    settings = {"lr": 3e-4, "epochs": 3, "lm_coef": 0.5}
+    for seed, acc in [(1, 0.50), (2, 0.53), (3, 0.56)]:  # the full row's runs, now with their settings
+        put(results, "table2_nli", done("rte", seed, {"dev": {"accuracy": acc}}) | {"finetune": settings})
+        encoder = {**settings, "lm_coef": 0, "lr": 1e-4 if seed == 3 else 3e-4}
+        put(results, "table2_nli", done("rte", seed, {"dev": {"accuracy": acc + 0.02}}, variant="bert")
+            | {"finetune": encoder})  # fmt: skip
+    write_report(results)
+    md = (results / "leaderboard.md").read_text()
+    assert md_row(md, "Table 2 — natural language inference", "ours (BERT-style encoder, same budget)")[-1] == (
+        "55.0 (52.0–58.0, n=3)")
+    line = next(p for p in md.split("\n\n") if p.startswith("BERT-style encoder, same budget: equal — "))
+    assert "the parameter count within 2.0% (1,214,000 vs the Transformer's 1,190,000" in line
+    assert "pre-training tokens (1,638,400 vs 1,638,400, 800 vs 800 steps)" in line.split("Differs")[0]
+    assert "3 runs compared with their twin; they differ only in lm_coef ['0.5 -> 0']; lr ['0.0003 -> 0.0001']" in line
+    assert "attention (bidirectional vs causal)" in line and "Table 5's no_aux_lm row" in line
+    assert md.count("BERT-style encoder, same budget: equal") == 1  # only under the tables that have the row
+    assert "The BERT-style encoder is left out of this panel" in md.split("## Figure 2")[1]
+    assert "The BERT-style encoder (dotted in the figure): 2 logged steps" in md
+    assert "masked-token loss 6.320, masked-token perplexity 555.1" in md
+    board = json.loads((results / "leaderboard.json").read_text())
+    assert board["pretrain_curve_bert"]["last_step"] == 800 and board["encoder_comparison"] == line
+
+
+def test_no_encoder_no_encoder_lines(results):
+    write_report(results)
+    md = (results / "leaderboard.md").read_text()
+    assert "BERT-style encoder" not in md

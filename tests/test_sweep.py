@@ -21,18 +21,21 @@ def test_paper_tables_expand_into_runs():
     assert table.paper_table == "table4_classification" and table.tasks == ("cola", "sst2", "mrpc", "stsb", "qqp")
     sweep, experiment = split_overrides(["seeds=[1,2,3]", "jobs=2", "finetune.epochs=1"])
     assert sweep == {"seeds": [1, 2, 3], "jobs": 2} and experiment == ["finetune.epochs=1"]
-    runs = expand(table, "smoke", experiment, seeds=sweep["seeds"])
+    runs = expand(table, "smoke", experiment, seeds=sweep["seeds"], variants=["full"])
     assert len(runs) == 15 and runs[0].id == "table4_glue/cola/full/seed1" and runs[-1].id == "table4_glue/qqp/full/seed3"
     assert runs[0].config().finetune.seed == 1 and runs[0].config().finetune.epochs == 1
     assert runs[0].config().seed == runs[-1].config().seed  # one pre-training for every run
-    for name in ("table2_nli", "table3_qa"):
-        assert load_table(name).variants == {"full": ()}
+    encoder = ("architecture=bert", "finetune.lm_coef=0")  # BERT's recipe at the same budget (issue #15)
+    for name in ("table2_nli", "table3_qa", "table4_glue"):
+        assert load_table(name).variants == {"full": (), "bert": encoder}
+    bert = expand(table, "smoke", [], tasks=["mrpc"], variants=["bert"])[0].config()
+    assert bert.architecture == "bert" and bert.finetune.lm_coef == 0 and bert.seed == runs[0].config().seed
     ablations = load_table("table5_ablations")
     paper_rows = {row["variant"]: row["overrides"] for row in load_paper_numbers()["tables"]["table5_ablations"]["rows"]}
     for variant, overrides in ablations.variants.items():  # the same ablations as the paper's rows
-        if variant != "linear_probe":  # our floor under the fine-tunes, not a row of the paper
+        if variant not in ("linear_probe", "bert"):  # our floor under the fine-tunes; BERT's recipe
             assert list(overrides) == paper_rows[variant], variant
-    assert set(ablations.variants) == {*paper_rows, "linear_probe"}
+    assert set(ablations.variants) == {*paper_rows, "linear_probe", "bert"} and ablations.variants["bert"] == encoder
     probe = expand(ablations, "smoke", [], tasks=["rte"], variants=["linear_probe"])[0].config()
     assert probe.finetune.freeze_body and probe.finetune.lm_coef == 0 and probe.finetune.lr == 1e-2
     scratch = expand(ablations, "smoke", [], tasks=["rte"], variants=["no_pretraining"])[0].config()

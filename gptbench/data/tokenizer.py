@@ -81,29 +81,38 @@ def fix_text(text: str) -> str:
     return text if _UNCHANGED_BY_FTFY.fullmatch(text) else ftfy.fix_text(text)
 
 
-def pre_tokenize(text: str) -> list[str]:
-    """Words (lowercased spaCy tokens) of one text, ready for BPE.
+# A whitespace run holding a line break: the standardisation makes each one a single '\n' word.
+_LINE_BREAKS = re.compile(r"\s*\n\s*")
 
-    spaCy splits a text at single spaces and tokenizes each piece on its own (its prefix, suffix,
-    infix and special-case rules never cross a space), and after the standardisation the only
-    whitespace left is single spaces and lone newlines. So each space-separated piece is tokenized
-    once and remembered (:func:`_piece_words`): the same words as spaCy on the whole text, without
-    re-running spaCy on every repeated word. A newline piece, which spaCy yields as the whitespace
-    token '\\n ', becomes the word '\\n', as the released BPE maps it to the single symbol '\\n</w>'.
+
+def pre_tokenize(text: str) -> list[str]:
+    """Words (lowercased spaCy tokens) of one text, ready for BPE: spaCy's on the whole
+    standardised text, computed piece by piece.
+
+    Neither the standardisation nor spaCy acts across whitespace: the standardisation's
+    replacements and punctuation padding work inside runs of non-space characters and only
+    collapse whitespace (a run holding a line break to one '\n', any other to one space, the ends
+    stripped), and spaCy's prefix, suffix, infix and special-case rules never cross a space. So the
+    text is split at whitespace and each distinct piece is standardised and tokenized once and
+    remembered (:func:`_piece_words`). A line-break run becomes the word '\n' between the words
+    around it, as the released BPE maps spaCy's whitespace token '\n ' to the symbol '\n</w>'.
     """
+    text = fix_text(text)
+    segments = _LINE_BREAKS.split(text) if "\n" in text else (text,)
     words: list[str] = []
-    for piece in text_standardize(fix_text(text)).split(" "):
-        if piece == "\n":
+    for segment in segments:
+        if words and not segment.isspace() and segment:
             words.append("\n")
-        elif piece:
+        for piece in segment.split():
             words.extend(_piece_words(piece))
     return words
 
 
 @functools.lru_cache(maxsize=1 << 18)
 def _piece_words(piece: str) -> tuple[str, ...]:
-    """spaCy's lowercased tokens of one piece of text without spaces."""
-    return tuple(token.text.lower() for token in _spacy_tokenizer()(piece))
+    """spaCy's lowercased tokens of one piece of text without whitespace, standardised first."""
+    tokenize = _spacy_tokenizer()
+    return tuple(token.text.lower() for part in text_standardize(piece).split(" ") for token in tokenize(part))
 
 
 def _pre_tokenize_chunk(texts: Sequence[str]) -> list[list[str]]:

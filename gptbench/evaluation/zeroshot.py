@@ -49,7 +49,7 @@ import torch.nn.functional as F
 
 from gptbench.config import ConfigError
 from gptbench.data.tokenizer import Tokenizer
-from gptbench.models import LanguageModel
+from gptbench.models import LanguageModel, require_next_token
 
 ZERO_SHOT_TASKS = ("sst2", "cola", "race", "dprd")
 EVAL_SPLIT = {"sst2": "dev", "cola": "dev", "race": "dev", "dprd": "test"}
@@ -270,6 +270,7 @@ def _read(task: str, split: str, data_root, max_examples):
 def evaluate_task(model, tokenizer, task: str, data_root, max_examples: int | None = None, shared: bool = True) -> dict:
     if task not in ZERO_SHOT_TASKS:
         raise ConfigError(f"zero-shot task {task!r} unknown; known: {list(ZERO_SHOT_TASKS)}")
+    require_next_token(model, "the zero-shot heuristics")
     model.eval()
     split = EVAL_SPLIT[task]
     records = _read(task, split, data_root, max_examples)

@@ -11,6 +11,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Union
 
+from gptbench.errors import NoNextTokenModel
 from gptbench.models.bert import BERT, BertConfig
 from gptbench.models.gpt import GPT, GPTConfig
 from gptbench.models.lstm import LSTMConfig, LSTMLM
@@ -18,6 +19,7 @@ from gptbench.models.lstm import LSTMConfig, LSTMLM
 LanguageModel = Union[GPT, LSTMLM, BERT]
 ModelConfig = Union[GPTConfig, LSTMConfig, BertConfig]
 ARCHITECTURES = {"transformer": (GPT, GPTConfig), "lstm": (LSTMLM, LSTMConfig), "bert": (BERT, BertConfig)}
+NEXT_TOKEN_ARCHITECTURES = ("transformer", "lstm")  # those that define p(next token | prefix)
 
 
 def architecture_of(model_or_config) -> str:
@@ -26,6 +28,15 @@ def architecture_of(model_or_config) -> str:
         if isinstance(model_or_config, (model_cls, config_cls)):
             return arch
     raise TypeError(f"not a gptbench network or network config: {type(model_or_config).__name__}")
+
+
+def require_next_token(model: LanguageModel, what: str) -> None:
+    """Refuse ``what`` (generation, the zero-shot heuristics) on a network that does not predict the
+    next token: the BERT encoder's masked-token head has no p(next | prefix) to read."""
+    if architecture_of(model) not in NEXT_TOKEN_ARCHITECTURES:
+        raise NoNextTokenModel(f"{what} reads next-token probabilities, which the {architecture_of(model)} network "
+                               f"does not define (it predicts masked tokens from both sides); use one of "
+                               f"{list(NEXT_TOKEN_ARCHITECTURES)}")  # fmt: skip
 
 
 def model_spec(model: LanguageModel) -> dict:

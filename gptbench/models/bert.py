@@ -28,6 +28,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from gptbench.errors import NoNextTokenModel
 from gptbench.models.gpt import GPT, Block, GPTConfig
 
 N_TASK_TOKENS = 3  # start, delimiter, extract: the rows gptbench's tokenizer appends
@@ -193,7 +194,7 @@ class BERT(nn.Module):
 
     def generate(self, *args, **kwargs):
         """Not available: an encoder does not predict the next token."""
-        raise NotImplementedError(_NO_DECODING)
+        raise NoNextTokenModel(_NO_DECODING)
 
     expand_past = select_past = generate  # prefix reuse (zero-shot scoring, beam search) needs a cache
 

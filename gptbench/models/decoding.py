@@ -22,7 +22,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 STRATEGIES = ("greedy", "beam", "sample")
 CONTEXT_POLICIES = ("stop", "slide")

@@ -11,8 +11,11 @@ Figures measured here:
   transformers' ``OpenAIGPTLMHeadModel`` with the identical config and weights;
 - pre-training MFU: the model's FLOPs/s (6 x matmul parameters + 12 x layers x context x width
   per token, the PaLM count) over this machine's fp32 matmul rate, measured in the same run;
+- the torch.compile lever (first size only): the same step with the forward, LM head and loss
+  compiled by inductor, against ours eager; the compile time is in the note;
 - zero-shot RACE dev scoring in questions/s: candidates sharing the article + question's key/value
-  states, against one full sequence per candidate;
+  states, against one full sequence per candidate, for a small GPT and the paper's, with the FLOP
+  ratio of the two ways at that shape (sharing cannot save the LM head's share);
 - GPT-1's tokenizer in texts/s on book paragraphs and task sentences, against the released
   pipeline (pure-Python BPE after ftfy + spaCy, :mod:`gptbench.suite.released_text_encoder`);
   the ids must be identical;
@@ -79,9 +82,17 @@ def random_gpt(n_layer: int, n_embd: int, n_head: int, n_ctx: int, vocab: int, *
     return GPT(GPTConfig(vocab_size=vocab, n_special=0, n_ctx=n_ctx, n_embd=n_embd, n_layer=n_layer, n_head=n_head))
 
 
+def lm_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The next-token loss of (B, T, V) ``logits`` against (B, T) ``targets``."""
+    return F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+
+
 def lm_step(logits: torch.Tensor, targets: torch.Tensor, optimizer) -> float:
     """One optimizer step on the next-token loss of (B, T, V) ``logits`` against (B, T) ``targets``."""
-    loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+    return optimizer_step(lm_loss(logits, targets), optimizer)
+
+
+def optimizer_step(loss: torch.Tensor, optimizer) -> float:
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -110,28 +121,36 @@ def matmul_flops_per_second(n: int = 1024, reps: int = 5) -> float:
 
 
 def pretrain_step_figures(n_layer: int, n_embd: int, n_head: int, n_ctx: int, vocab: int, batch: int,
-                          steps: int, reps: int, label: str) -> list[Figure]:  # fmt: skip
+                          steps: int, reps: int, label: str, compiled: bool = False) -> list[Figure]:  # fmt: skip
     """Tokens/s of a gptbench GPT and of transformers' OpenAIGPTLMHeadModel holding the same weights,
-    and the MFU of ours."""
+    and the MFU of ours; with ``compiled``, also ours with ``torch.compile`` on the forward, LM head
+    and loss (inductor, compiled before timing; its compile time in the note) against ours eager."""
     from gptbench.training.common import adamw
 
     ours = random_gpt(n_layer, n_embd, n_head, n_ctx, vocab).train()
     x = torch.randint(0, vocab, (batch, n_ctx + 1))
     inputs, targets = x[:, :-1], x[:, 1:]
 
-    def step_fn(model, logits_of):
+    def step_fn(model, loss_of):
         optimizer = adamw(model, 1e-4, 0.01, (0.9, 0.999), 1e-8)
 
         def step():
             for _ in range(steps):
-                lm_step(logits_of(model), targets, optimizer)
+                optimizer_step(loss_of(model), optimizer)
 
         return step
 
-    sides = {"ours": step_fn(ours, lambda m: m.lm_logits(inputs))}
+    sides = {"ours": step_fn(ours, lambda m: lm_loss(m.lm_logits(inputs), targets))}
     theirs, note = reference_model(ours)
     if theirs is not None:
-        sides["transformers"] = step_fn(theirs.train(), lambda m: m(inputs).logits)
+        sides["transformers"] = step_fn(theirs.train(), lambda m: lm_loss(m(inputs).logits, targets))
+    compile_seconds = None
+    if compiled:
+        twin = random_gpt(n_layer, n_embd, n_head, n_ctx, vocab).train()
+        sides["compiled"] = step_fn(twin, torch.compile(lambda m: lm_loss(m.lm_logits(inputs), targets)))
+        start = time.perf_counter()
+        sides["compiled"]()  # compiles forward and backward
+        compile_seconds = time.perf_counter() - start
     for fn in sides.values():
         fn()  # warm-up
     seconds = interleaved(sides, reps)
@@ -146,6 +165,10 @@ def pretrain_step_figures(n_layer: int, n_embd: int, n_head: int, n_ctx: int, vo
     figures.append(Figure(f"pre-training MFU, {label}", flops_per_token * ours_tps / 1e9, peak / 1e9, "GFLOP/s",
                           ">= 60%", flops_per_token * ours_tps / peak, "reference: this machine's fp32 matmul rate",
                           ratio_is_fraction=True))  # fmt: skip
+    if compiled:
+        figures.append(Figure(f"pre-training step, torch.compile vs eager, {label}", tokens / seconds["compiled"],
+                              ours_tps, "tokens/s", "keep if > 1x", seconds["ours"] / seconds["compiled"],
+                              f"inductor; the first step (compiling) took {compile_seconds:.0f} s"))  # fmt: skip
     return figures
 
 
@@ -163,9 +186,25 @@ def reference_model(ours):
     return theirs, f"transformers {transformers.__version__}"
 
 
-def zero_shot_race_figure(data_dir: Path, gpt1_dir: Path, n: int, reps: int, n_ctx: int = 512) -> Figure:
-    """Questions/s of RACE dev scoring with shared prefixes and with one sequence per candidate,
-    on a small random GPT with GPT-1's tokenizer; both must give the same scores."""
+def scoring_flops(cfg, prefix: int, conts: list[int], shared: bool) -> tuple[float, float]:
+    """(total, LM head) forward FLOPs of scoring continuations of lengths ``conts`` after a prefix of
+    ``prefix`` tokens, unpadded: the body's matmuls (2 x 12 C^2 a token a layer), attention (2 x 2 C
+    a query-key pair a layer) and the LM head (2 V C a scored position). ``shared``: the prefix once,
+    then each continuation against its cache; otherwise one full sequence per continuation."""
+    C, n_layer, V = cfg.n_embd, cfg.n_layer, cfg.vocab_size
+    body = lambda tokens: 2 * 12 * C * C * n_layer * tokens  # noqa: E731
+    attend = lambda queries, keys_before: 2 * 2 * C * n_layer * sum(keys_before + i + 1 for i in range(queries))  # noqa: E731
+    head = 2 * V * C * sum(conts)  # every continuation token is scored once either way
+    if shared:
+        return body(prefix + sum(L - 1 for L in conts)) + attend(prefix, 0) + sum(attend(L - 1, prefix) for L in conts) + head, head
+    return sum(body(prefix + L - 1) + attend(prefix + L - 1, 0) for L in conts) + head, head
+
+
+def zero_shot_race_figure(data_dir: Path, gpt1_dir: Path, n: int, reps: int, shape: dict, label: str) -> Figure:
+    """Questions/s of RACE dev scoring with shared prefixes and with one sequence per candidate, on a
+    random GPT of ``shape`` (n_layer, n_embd, n_head, n_ctx) with GPT-1's tokenizer; both must give the
+    same scores. The note gives the FLOP ratio of the two ways (the most sharing can save at this
+    shape) and the LM head's share of the reference's FLOPs, which sharing cannot save."""
     import numpy as np
 
     from gptbench.data.tokenizer import Tokenizer
@@ -175,20 +214,25 @@ def zero_shot_race_figure(data_dir: Path, gpt1_dir: Path, n: int, reps: int, n_c
 
     tok = Tokenizer.gpt1(gpt1_dir / "encoder_bpe_40000.json", gpt1_dir / "vocab_40000.bpe")
     torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=tok.vocab_size, n_ctx=n_ctx, n_embd=128, n_layer=4, n_head=2)).eval()
+    model = GPT(GPTConfig(vocab_size=tok.vocab_size, **shape)).eval()
     items = []
     for r in get_task("race").read("dev", data_dir)[0][:n]:
         context, question = tok.encode_batch([r["context"], r["question"]], num_workers=1)
         answers = tok.encode_batch(list(r["choices"]), num_workers=1)
-        items.append(zs.fit_context([tok.start_id] + context + question, answers, n_ctx))
+        items.append(zs.fit_context([tok.start_id] + context + question, answers, shape["n_ctx"]))
     with torch.no_grad():
         shared = lambda: [zs.continuation_logprobs(model, p, c) for p, c in items]  # noqa: E731
         naive = lambda: [zs.continuation_logprobs_naive(model, [(p, a) for a in c]) for p, c in items]  # noqa: E731
         diff = max(float(np.abs(x - y).max()) for qa, qb in zip(shared(), naive()) for x, y in zip(qa, qb) if len(x))
         seconds = interleaved({"shared": shared, "naive": naive}, reps)
+    flops = {way: [scoring_flops(model.config, len(p), [len(a) for a in c if a], way) for p, c in items]
+             for way in (True, False)}  # fmt: skip
+    bound = sum(f for f, _ in flops[False]) / sum(f for f, _ in flops[True])
+    head_share = sum(h for _, h in flops[False]) / sum(f for f, _ in flops[False])
     ours, ref = len(items) / seconds["shared"], len(items) / seconds["naive"]
-    return Figure("zero-shot RACE dev", ours, ref, "questions/s", ">= 2.5x", ours / ref,
-                  f"{len(items)} questions, context {n_ctx}, max |score diff| {diff:.1e}")  # fmt: skip
+    return Figure(f"zero-shot RACE dev, {label}", ours, ref, "questions/s", ">= 2.5x", ours / ref,
+                  f"{len(items)} questions, context {shape['n_ctx']}; FLOP ratio {bound:.2f}x, the LM head "
+                  f"{head_share:.0%} of the reference's FLOPs; max |score diff| {diff:.1e}")  # fmt: skip
 
 
 def bench_texts(corpus_dir: Path, data_dir: Path, n: int, seed: int = 0) -> list[str]:
@@ -397,17 +441,26 @@ def allocator_figure(size: dict, steps: int, reps: int, label: str) -> Figure:
 
 def run_bench(out_dir: Path, data_dir: Path, gpt1_dir: Path, corpus_dir: Path, reps: int = 5, steps: int = 3,
               race: int = 200, texts: int = 2000, sst2: int = 4000, corpus_sizes: tuple[int, int] = (5_000_000, 50_000_000),
-              cache_dir: Path | None = None, sizes: dict[str, dict] | None = None) -> list[Figure]:  # fmt: skip
-    """Measure every figure, print the table, write ``out_dir/bench.json``."""
+              cache_dir: Path | None = None, sizes: dict[str, dict] | None = None,
+              race_shapes: dict[str, tuple[dict, int]] | None = None) -> list[Figure]:  # fmt: skip
+    """Measure every figure, print the table, write ``out_dir/bench.json``. ``race_shapes``: label ->
+    (GPT shape, questions) for the zero-shot RACE figure; by default a small GPT (the LM head over
+    GPT-1's 40k tokens dominates it) on ``race`` questions and the paper's on 1/25 as many."""
     sizes = sizes or {
         "mini (6x256, ctx 128, 8k vocab)": dict(n_layer=6, n_embd=256, n_head=8, n_ctx=128, vocab=8003, batch=32),
         "paper (12x768, ctx 512, 40k vocab)": dict(n_layer=12, n_embd=768, n_head=12, n_ctx=512, vocab=40478, batch=2),
     }
     figures = []
-    for label, size in sizes.items():
-        figures += pretrain_step_figures(**size, steps=steps, reps=reps, label=label)
-        print(figures[-2].line(), flush=True)
-    figures.append(zero_shot_race_figure(data_dir, gpt1_dir, race, reps))
+    for i, (label, size) in enumerate(sizes.items()):  # torch.compile measured at the first size only
+        figures += pretrain_step_figures(**size, steps=steps, reps=reps, label=label, compiled=i == 0)
+        print(*(f.line() for f in figures[-3 if i == 0 else -2:]), sep="\n", flush=True)
+    race_shapes = race_shapes or {
+        "4x128": (dict(n_layer=4, n_embd=128, n_head=2, n_ctx=512), race),
+        "paper 12x768": (dict(n_layer=12, n_embd=768, n_head=12, n_ctx=512), max(1, race // 25)),
+    }
+    for label, (shape, n) in race_shapes.items():
+        figures.append(zero_shot_race_figure(data_dir, gpt1_dir, n, reps, shape, label))
+        print(figures[-1].line(), flush=True)
     figures.append(tokenizer_figure(corpus_dir, data_dir, gpt1_dir, texts, reps))
     label, size = next(iter(sizes.items()))
     figures.append(finetune_figure(data_dir, **size, examples=sst2, reps=reps, label=label))

@@ -24,8 +24,9 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from gptbench.config import ARCHITECTURES, EXPERIMENTS_DIR, ConfigError, experiment_files, load_config
+from gptbench.config import EXPERIMENTS_DIR, ConfigError, experiment_files, load_config
 from gptbench.io import atomic_write_json
+from gptbench.models import NEXT_TOKEN_ARCHITECTURES
 from gptbench.run_identity import pretrain_dir, pretrain_settings, settings_key
 
 LAYERS_TABLE = "figure2_layers"
@@ -51,8 +52,10 @@ def load_zero_shot_curve(name: str) -> ZeroShotCurve:
         raise ConfigError(f"{name}: not a zero-shot curve file (zero-shot curves: {experiment_files('zero_shot_curve')})")
     archs, tasks = tuple(node.get("architectures") or ()), tuple(node.get("tasks") or ())
     max_examples = node.get("max_examples")
-    if not archs or set(archs) - set(ARCHITECTURES):
-        raise ConfigError(f"{path}: architectures={list(archs)}: expected a non-empty list of {list(ARCHITECTURES)}")
+    if not archs or set(archs) - set(NEXT_TOKEN_ARCHITECTURES):
+        raise ConfigError(f"{path}: architectures={list(archs)}: expected a non-empty list of "
+                          f"{list(NEXT_TOKEN_ARCHITECTURES)} (the heuristics read next-token probabilities, which "
+                          "the BERT encoder does not define)")  # fmt: skip
     if not tasks or set(tasks) - set(ZERO_SHOT_TASKS):
         raise ConfigError(f"{path}: tasks={list(tasks)}: expected a non-empty list of {list(ZERO_SHOT_TASKS)}")
     if max_examples is not None and (not isinstance(max_examples, int) or max_examples <= 0):

@@ -6,12 +6,15 @@ model) and writes ``leaderboard.md``, ``leaderboard.html`` (figures embedded), `
 optional but the directory::
 
     provenance.json        {"preset", "model", "parameters", "tokenizer", "corpus", "pretrain",
-                            "git_commit", "machine", "wall_seconds"}: shown as far as present
+                            "lstm_pretrain", "bert_pretrain", "git_commit", "machine",
+                            "wall_seconds"}: shown as far as present
     pretrain_curve.csv     step,train_loss,val_loss,val_ppl (val_* empty on rows without validation)
-    pretrain_curve_lstm.csv the same for the LSTM of Table 5, if it was pre-trained
+    pretrain_curve_lstm.csv, pretrain_curve_bert.csv
+                           the same for the LSTM of Table 5 and the BERT-style encoder, if pre-trained
     runs/<table>/<task>/<variant>/seed<N>.json
                            one fine-tuning run, "status" done | failed | unavailable; <table> is a
-                           table id of results/paper.yaml, <variant> "full" or a Table 5 variant
+                           table id of results/paper.yaml, <variant> "full", "bert" (the encoder,
+                           "BERT-style encoder, same budget") or a Table 5 variant
     figure2.json           {"layers": [...], "zero_shot": [...], "notes": [...]}, see load_figure2
                            (written by gptbench.suite.figure2 from the Figure 2 sweeps' files)
 
@@ -124,7 +127,7 @@ def load_provenance(results_dir: Path) -> dict | None:
     return data
 
 
-CURVE_FILES = {"transformer": "pretrain_curve.csv", "lstm": "pretrain_curve_lstm.csv"}
+CURVE_FILES = {"transformer": "pretrain_curve.csv", "lstm": "pretrain_curve_lstm.csv", "bert": "pretrain_curve_bert.csv"}
 
 
 def load_pretrain_curve(results_dir: Path, name: str = "pretrain_curve.csv") -> list[dict] | None:
@@ -423,10 +426,11 @@ def build_leaderboard(results_dir: Path, paper: dict, curves: dict[str, list[dic
               "stages": stage_wall_seconds(results_dir, list(tables))}  # fmt: skip
     built = [build_table(tid, spec, runs, paper["previous_best"]) for tid, spec in tables.items()]
     figure2 = load_figure2(results_dir, paper["zero_shot_sota"])
+    provenance = load_provenance(results_dir)
     return {
         "units": "percent (our fractions x 100; the paper's as printed)",
         "numbers": "median over seeds of each run's selected epoch",
-        "provenance": load_provenance(results_dir),
+        "provenance": provenance,
         "runs": counts,
         "paper_pretraining": paper["pretraining"],
         "splits": split_summary(tables),
@@ -435,6 +439,8 @@ def build_leaderboard(results_dir: Path, paper: dict, curves: dict[str, list[dic
         "claims": check_claims(built, figure2),
         "pretrain_curve": curve_summary(curves.get("transformer")),
         "pretrain_curve_lstm": curve_summary(curves.get("lstm")),
+        "pretrain_curve_bert": curve_summary(curves.get("bert")),
+        "encoder_comparison": encoder_comparison(provenance, runs),
     }
 
 
@@ -596,7 +602,57 @@ class Image:
     alt: str
 
 
-def table_blocks(table: dict, figures: dict[str, bytes]) -> list:
+VARIANT_LABELS = {"bert": "BERT-style encoder, same budget"}  # variants whose row needs more than its name
+
+
+def ours_label(variant: str) -> str:
+    return f"ours ({VARIANT_LABELS.get(variant, variant)})"
+
+
+def encoder_comparison(provenance: dict | None, runs: dict[tuple[str, str, str], list[Run]]) -> str | None:
+    """What the BERT-style encoder's rows share with the Transformer's and what differs, from
+    provenance.json and the run files (fine-tuning settings compared run by run with the ``full``
+    twin of the same table, task and seed); None when no encoder was pre-trained."""
+    bert, gpt = (provenance or {}).get("bert_pretrain"), (provenance or {}).get("pretrain") or {}
+    if not isinstance(bert, dict):
+        return None
+    equal, differs = ["the corpus, its windows and the tokenizer"], []
+    if provenance.get("parameters") and bert.get("parameters"):
+        b, g = bert["parameters"], provenance["parameters"]
+        equal.append(f"the parameter count within {abs(b - g) / g:.1%} ({b:,} vs the Transformer's {g:,}: segment "
+                     "embeddings, an embedding LayerNorm, the MLM transform and the pooler)")  # fmt: skip
+    tokens = bert.get("tokens_seen"), gpt.get("tokens_seen")
+    if None not in tokens:
+        (equal if tokens[0] == tokens[1] else differs).append(
+            f"pre-training tokens ({tokens[0]:,} vs {tokens[1]:,}, {bert.get('steps')} vs {gpt.get('steps')} steps)")
+    changed: dict[str, set] = {}
+    twins = 0
+    for (table_id, task, variant), found in runs.items():
+        full = {r.seed: r.data for r in runs.get((table_id, task, "full"), [])} if variant == "bert" else {}
+        for run in found:
+            twin = full.get(run.seed)
+            if twin is None or not isinstance(run.data.get("finetune"), dict) or not isinstance(twin.get("finetune"), dict):
+                continue
+            twins += 1
+            for key in sorted(set(run.data["finetune"]) | set(twin["finetune"])):
+                if run.data["finetune"].get(key) != twin["finetune"].get(key):
+                    changed.setdefault(key, set()).add(f"{twin['finetune'].get(key)} -> {run.data['finetune'].get(key)}")
+    if twins:
+        same = "the fine-tuning settings, selection protocol and seeds of the full row"
+        equal.append(same + (f" ({twins} runs compared with their twin" +
+                             (f"; they differ only in {'; '.join(f'{k} {sorted(v)}' for k, v in changed.items())})"
+                              if changed else ")")))  # fmt: skip
+    differs += ["the objective (masked tokens: 15% of positions, 80/10/10, no next-sentence prediction; vs the next "
+                "token)", "attention (bidirectional vs causal)",
+                "the read-out (the tanh pooler at [CLS] vs the state at the extract token)",
+                "the input format ([CLS] a [SEP] b [SEP] with segment ids; similarity in one order, not both)"]
+    if "lm_coef" in changed:
+        differs.append("no auxiliary LM loss (BERT's recipe), so for the objective and direction alone read it beside "
+                       "Table 5's no_aux_lm row")  # fmt: skip
+    return f"{VARIANT_LABELS['bert']}: equal — {'; '.join(equal)}. Differs — {'; '.join(differs)}."
+
+
+def table_blocks(table: dict, figures: dict[str, bytes], encoder_line: str | None = None) -> list:
     blocks = [Heading(2, table["title"])]
     if table["status"] == "not_run":
         return blocks + [Para(NOT_RUN_YET)]
@@ -604,7 +660,7 @@ def table_blocks(table: dict, figures: dict[str, bytes]) -> list:
     rows = []
     for variant in table["variants"]:
         ours = [cells[variant, label] for label in table["columns"]]
-        rows.append([f"ours ({variant})", *map(cell_text, ours)])
+        rows.append([ours_label(variant), *map(cell_text, ours)])
         if variant in table["paper_rows"]:
             rows.append(["Δ ours − paper", *map(diff_text, ours)])
             paper = table["paper_rows"][variant]
@@ -613,8 +669,10 @@ def table_blocks(table: dict, figures: dict[str, bytes]) -> list:
         rows.append(["previous best", *(fmt((table["previous_best"].get(label) or {}).get("value"))
                                         for label in table["columns"])])  # fmt: skip
     blocks.append(Table(["", *table["columns"]], rows))
+    if "bert" in table["variants"] and encoder_line:
+        blocks.append(Para(encoder_line))
 
-    details = [[c["column"], f"ours ({c['variant']})", cell_text(c), fmt(c["last_epoch_median"]), diff_text(c),
+    details = [[c["column"], ours_label(c["variant"]), cell_text(c), fmt(c["last_epoch_median"]), diff_text(c),
                 ", ".join(c["selection"]), split_text(c["split"]) if c["split"] else "",
                 c["paper_split"] + (" (same split)" if c["same_split_as_paper"] else ""), cell_note(c)]
                for c in table["cells"] if c["status"] != "not_run"]  # fmt: skip
@@ -622,7 +680,7 @@ def table_blocks(table: dict, figures: dict[str, bytes]) -> list:
     if details:
         blocks += [Para("Per cell (cells not run are left out; leaderboard.csv has them all):"), Table(header, details)]
 
-    footnotes = [f"{symbol} {c['column']}, ours ({c['variant']}): {text}"
+    footnotes = [f"{symbol} {c['column']}, {ours_label(c['variant'])}: {text}"
                  for c in table["cells"] for symbol, texts in c["flags"].items() for text in texts]  # fmt: skip
     if footnotes:
         blocks.append(Bullets(footnotes))
@@ -636,7 +694,11 @@ def table_blocks(table: dict, figures: dict[str, bytes]) -> list:
     return blocks
 
 
-def figure2_blocks(figure2: dict | None, figures: dict[str, bytes]) -> list:
+ENCODER_LEFT_OUT = ("The BERT-style encoder is left out of this panel: the heuristics read next-token probabilities, "
+                    "which a masked-token encoder does not define.")  # fmt: skip
+
+
+def figure2_blocks(figure2: dict | None, figures: dict[str, bytes], encoder_pretrained: bool = False) -> list:
     blocks = [Heading(2, "Figure 2")]
     if figure2 is None:
         return blocks + [Para(NOT_RUN_YET)]
@@ -666,6 +728,8 @@ def figure2_blocks(figure2: dict | None, figures: dict[str, bytes]) -> list:
                            "is shown, in percent, and the figure leaves it out."))  # fmt: skip
     else:
         blocks.append(Para(NOT_RUN_YET))
+    if encoder_pretrained:
+        blocks.append(Para(ENCODER_LEFT_OUT))
     if figure2["notes"]:
         blocks.append(Bullets(figure2["notes"]))
     if "figures/figure2.png" in figures:
@@ -692,26 +756,30 @@ def zero_shot_text(point: dict | None) -> str:
     return fmt(point["normalised"], 2) if point["normalised"] is not None else f"raw {fmt(point['score'])}%"
 
 
-def pretraining_blocks(summary: dict | None, lstm: dict | None, figures: dict[str, bytes]) -> list:
+def pretraining_blocks(summary: dict | None, lstm: dict | None, bert: dict | None, figures: dict[str, bytes]) -> list:
     blocks = [Heading(2, "Pre-training")]
     if summary is None:
         return blocks + [Para("pretrain_curve.csv: not found")]
     blocks.append(Para(curve_text(summary) + "."))
     if lstm is not None:
         blocks.append(Para("The LSTM (Table 5, Figure 2): " + curve_text(lstm) + "."))
+    if bert is not None:
+        blocks.append(Para("The BERT-style encoder (dotted in the figure): " + curve_text(bert, "masked-token ") +
+                           ". Its loss is the cross-entropy at the 15% of positions it masks, predicted from both "
+                           "sides: not comparable with the left-to-right loss of the others."))  # fmt: skip
     if "figures/pretrain_curve.png" in figures:
         blocks.append(Image("figures/pretrain_curve.png", "pre-training loss and perplexity"))
     return blocks
 
 
-def curve_text(summary: dict) -> str:
+def curve_text(summary: dict, kind: str = "") -> str:
     text = f"{summary['rows']} logged steps, the last at step {summary['last_step']:.0f}"
     if summary["last_train_loss"] is not None:
         text += f" (training loss {summary['last_train_loss']:.3f})"
     if summary["last_val"]:
         v = summary["last_val"]
-        text += f"; last validation at step {v['step']:.0f}: loss {v['val_loss']:.3f}" + (
-            f", perplexity {v['val_ppl']:.1f}" if v["val_ppl"] is not None else "")
+        text += f"; last validation at step {v['step']:.0f}: {kind}loss {v['val_loss']:.3f}" + (
+            f", {kind}perplexity {v['val_ppl']:.1f}" if v["val_ppl"] is not None else "")
     return text
 
 
@@ -729,10 +797,11 @@ def leaderboard_blocks(board: dict, figures: dict[str, bytes]) -> list:
         Bullets(board["splits"]),
     ]  # fmt: skip
     for table in board["tables"]:
-        blocks += table_blocks(table, figures)
-    blocks += figure2_blocks(board["figure2"], figures)
+        blocks += table_blocks(table, figures, board["encoder_comparison"])
+    blocks += figure2_blocks(board["figure2"], figures, board["encoder_comparison"] is not None)
     blocks += claims_blocks(board["claims"])
-    blocks += pretraining_blocks(board["pretrain_curve"], board["pretrain_curve_lstm"], figures)
+    blocks += pretraining_blocks(board["pretrain_curve"], board["pretrain_curve_lstm"], board["pretrain_curve_bert"],
+                                 figures)  # fmt: skip
     return blocks
 
 
@@ -825,7 +894,7 @@ def table_figure(table: dict) -> bytes:
         width = 0.4 if paper else 0.8
         xs = [j - width / 2 if paper else j for j in range(len(ours))]
         drawn = [(x, c) for x, c in zip(xs, ours) if c["median"] is not None]
-        ax.bar([x for x, _ in drawn], [c["median"] for _, c in drawn], width, label=f"ours ({variant})")
+        ax.bar([x for x, _ in drawn], [c["median"] for _, c in drawn], width, label=ours_label(variant))
         spread = [(x, c) for x, c in drawn if c["n"] > 1]
         if spread:
             ax.errorbar([x for x, _ in spread], [c["median"] for _, c in spread], fmt="none", ecolor="black", capsize=3,
@@ -839,19 +908,23 @@ def table_figure(table: dict) -> bytes:
             ax.bar([x for x, _ in values], [v for _, v in values], width, label=paper["label"])
         ax.set_xticks(range(len(ours)), [c["column"] for c in ours], rotation=15, ha="right")
         ax.set_ylabel("score (%)")
-        ax.set_title(table["title"] + (f": {variant}" if len(variants) > 1 else ""))
+        ax.set_title(table["title"] + (f": {VARIANT_LABELS.get(variant, variant)}" if len(variants) > 1 else ""))
         ax.axhline(0, color="black", linewidth=0.5)
         ax.legend(fontsize=7)
     fig.tight_layout()
     return png_bytes(fig)
 
 
+CURVE_STYLES = {"transformer": ("-", ""), "lstm": ("--", " (LSTM)"), "bert": (":", " (BERT, masked tokens)")}
+
+
 def pretrain_figure(curves: dict[str, list[dict]]) -> bytes:
-    """Loss and validation perplexity; the Transformer solid, the LSTM (if run) dashed."""
+    """Loss and validation perplexity; the Transformer solid, the LSTM dashed, the BERT encoder's
+    masked-token loss dotted (each if run)."""
     fig = Figure(figsize=(9.0, 3.5))
     loss_ax, ppl_ax = fig.subplots(1, 2)
     for arch, curve in curves.items():
-        style, name = ("-", "") if arch == "transformer" else ("--", " (LSTM)")
+        style, name = CURVE_STYLES[arch]
         trained = [r for r in curve if r.get("train_loss") is not None]
         loss_ax.plot([r["step"] for r in trained], [r["train_loss"] for r in trained], style, color="C0", label="train" + name)
         val = [r for r in curve if r.get("val_loss") is not None]
