@@ -33,9 +33,14 @@ def test_paper_tables_expand_into_runs():
     ablations = load_table("table5_ablations")
     paper_rows = {row["variant"]: row["overrides"] for row in load_paper_numbers()["tables"]["table5_ablations"]["rows"]}
     for variant, overrides in ablations.variants.items():  # the same ablations as the paper's rows
-        if variant not in ("linear_probe", "bert"):  # our floor under the fine-tunes; BERT's recipe
+        if variant in paper_rows:  # not: our floor under the fine-tunes, BERT's recipe and its two twins
             assert list(overrides) == paper_rows[variant], variant
-    assert set(ablations.variants) == {*paper_rows, "linear_probe", "bert"} and ablations.variants["bert"] == encoder
+    ours = {"linear_probe", "bert", "bert_no_pretraining", "bert_linear_probe"}
+    assert set(ablations.variants) == {*paper_rows, *ours} and ablations.variants["bert"] == encoder
+    for twin, setting in (("bert_no_pretraining", "init"), ("bert_linear_probe", "freeze_body")):
+        config = expand(ablations, "smoke", [], tasks=["rte"], variants=[twin])[0].config()
+        assert config.architecture == "bert" and getattr(config.finetune, setting) == getattr(
+            expand(ablations, "smoke", [], tasks=["rte"], variants=[twin.replace("bert_", "")])[0].config().finetune, setting)
     probe = expand(ablations, "smoke", [], tasks=["rte"], variants=["linear_probe"])[0].config()
     assert probe.finetune.freeze_body and probe.finetune.lm_coef == 0 and probe.finetune.lr == 1e-2
     scratch = expand(ablations, "smoke", [], tasks=["rte"], variants=["no_pretraining"])[0].config()

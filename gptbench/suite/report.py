@@ -602,7 +602,9 @@ class Image:
     alt: str
 
 
-VARIANT_LABELS = {"bert": "BERT-style encoder, same budget"}  # variants whose row needs more than its name
+# Variants whose row needs more than its name.
+VARIANT_LABELS = {"bert": "BERT-style encoder, same budget", "bert_no_pretraining": "BERT-style encoder w/o pre-training",
+                  "bert_linear_probe": "BERT-style encoder, linear probe"}  # fmt: skip
 
 
 def ours_label(variant: str) -> str:
