@@ -636,7 +636,8 @@ def encoder_comparison(provenance: dict | None, runs: dict[tuple[str, str, str],
             if twin is None or not isinstance(run.data.get("finetune"), dict) or not isinstance(twin.get("finetune"), dict):
                 continue
             twins += 1
-            for key in sorted(set(run.data["finetune"]) | set(twin["finetune"])):
+            # The twin has the same seed by construction; the "seed" key may read null (the experiment's seed).
+            for key in sorted((set(run.data["finetune"]) | set(twin["finetune"])) - {"seed"}):
                 if run.data["finetune"].get(key) != twin["finetune"].get(key):
                     changed.setdefault(key, set()).add(f"{twin['finetune'].get(key)} -> {run.data['finetune'].get(key)}")
     if twins:
