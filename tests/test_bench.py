@@ -7,7 +7,7 @@ import pytest
 from conftest import CORPUS, DATA, GPT1
 
 from gptbench.cli import main
-from gptbench.suite.bench import interleaved, run_bench
+from gptbench.suite.bench import Figure, Timing, interleaved, run_bench
 from gptbench.training.allocator import keep_freed_memory
 
 
@@ -30,7 +30,10 @@ def test_bench_measures_every_figure_beside_its_reference(tmp_path, capsys):
     assert figures[8].note.startswith("batch 2, mean ") and "the encoder cannot generate" in figures[8].note
     assert figures[9].note.endswith("identical losses: True")  # the allocator lever changes no number
     mean_tokens = int(figures[5].note.split("mean ")[1].split(" tokens")[0])
-    assert figures[5].note.startswith("24 training sentences, batch 2") and mean_tokens < 16  # n_ctx 16: padding
+    assert figures[5].note.startswith("24 training sentences drawn from 67,349, batch 2") and mean_tokens < 16
+    assert "length-grouped batches: " in figures[5].note  # the lever, measured beside the default
+    for f in figures[:4] + figures[4:6] + figures[7:9]:  # interleaved figures: the rounds' ratios around the median's
+        assert f.spread[0] <= f.ratio * (1 + 1e-9) and f.ratio <= f.spread[1] * (1 + 1e-9)
     tokens = [int(x.replace(",", "")) for x in figures[6].note.split(" training tokens")[0].split()[1::2]]
     assert tokens[0] > tokens[1] > 0  # two corpus sizes, measured in fresh processes
     saved = json.loads((tmp_path / "bench.json").read_text())
@@ -41,8 +44,14 @@ def test_bench_measures_every_figure_beside_its_reference(tmp_path, capsys):
 
 def test_interleaved_takes_turns_and_medians():
     calls = []
-    seconds = interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, reps=3)
-    assert calls == ["a", "b"] * 3 and set(seconds) == {"a", "b"} and all(s >= 0 for s in seconds.values())
+    timing = interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, reps=3)
+    assert calls == ["a", "b"] * 3 and set(timing.rounds) == {"a", "b"} and all(len(t) == 3 for t in timing.rounds.values())
+    # Known values: the median of each side, and the spread of the rounds' ratios.
+    timing = Timing({"fast": [1.0, 2.0, 4.0], "slow": [3.0, 5.0, 4.0]})
+    assert timing["fast"] == 2.0 and timing["slow"] == 4.0
+    assert timing.spread("fast", "slow") == (1.0, 3.0) and timing.spread("fast", "slow", scale=2) == (2.0, 6.0)
+    figure = Figure("f", 2.0, 1.0, "x/s", ">= 1x", 2.0, spread=(1.5, 3.0))
+    assert "| 2.00x (1.50x-3.00x) |" in figure.line()
 
 
 def test_bench_needs_its_data(tmp_path, capsys, monkeypatch):

@@ -56,22 +56,46 @@ class Figure:
     ratio: float | None
     note: str = ""
     ratio_is_fraction: bool = False  # shown as a percentage (MFU), not as a speed-up
+    spread: tuple[float, float] | None = None  # the ratio's min and max over the interleaved rounds
 
     def line(self) -> str:
         ref = "" if self.reference is None else f"{self.reference:,.1f}"
-        ratio = "" if self.ratio is None else f"{self.ratio:.0%}" if self.ratio_is_fraction else f"{self.ratio:.2f}x"
+        fmt = (lambda r: f"{r:.0%}") if self.ratio_is_fraction else (lambda r: f"{r:.2f}x")
+        ratio = "" if self.ratio is None else fmt(self.ratio)
+        if self.ratio is not None and self.spread is not None:
+            ratio += f" ({fmt(self.spread[0])}-{fmt(self.spread[1])})"
         return f"| {self.name} | {self.ours:,.1f} {self.unit} | {ref} | {ratio} | {self.target} | {self.note} |"
 
 
-def interleaved(sides: dict[str, Callable[[], object]], reps: int) -> dict[str, float]:
-    """The median seconds of each side over ``reps`` rounds, the sides taking turns in each."""
+@dataclass
+class Timing:
+    """Seconds of each side in each round of an interleaved measurement; ``timing[side]`` is the
+    side's median."""
+
+    rounds: dict[str, list[float]]
+
+    def __getitem__(self, side: str) -> float:
+        return statistics.median(self.rounds[side])
+
+    def __contains__(self, side: str) -> bool:
+        return side in self.rounds
+
+    def spread(self, fast: str, slow: str, scale: float = 1.0) -> tuple[float, float]:
+        """The min and max over rounds of ``scale`` x slow's seconds over fast's in the same round
+        (neighbours' load on a shared machine comes and goes: a round's sides share it)."""
+        ratios = [scale * s / f for f, s in zip(self.rounds[fast], self.rounds[slow])]
+        return min(ratios), max(ratios)
+
+
+def interleaved(sides: dict[str, Callable[[], object]], reps: int) -> Timing:
+    """Each side's seconds in each of ``reps`` rounds, the sides taking turns in each."""
     times: dict[str, list[float]] = {name: [] for name in sides}
     for _ in range(reps):
         for name, fn in sides.items():
             start = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
+    return Timing(times)
 
 
 def random_gpt(n_layer: int, n_embd: int, n_head: int, n_ctx: int, vocab: int, **_):
@@ -113,11 +137,11 @@ def in_fresh_process(target: Callable, *args):
     return result
 
 
-def matmul_flops_per_second(n: int = 1024, reps: int = 5) -> float:
-    """This machine's fp32 matmul rate (FLOP/s), the median of ``reps`` n x n products."""
+def matmul_side(n: int = 1024, products: int = 5) -> tuple[Callable[[], object], float]:
+    """A side that measures this machine's fp32 matmul rate: ``products`` n x n products, and
+    their FLOPs. Timed in the same rounds as the model, it shares the model's machine state."""
     a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b  # warm-up
-    return 2 * n**3 / interleaved({"mm": lambda: a @ b}, reps)["mm"]
+    return (lambda: [a @ b for _ in range(products)]), 2 * n**3 * products
 
 
 def pretrain_step_figures(n_layer: int, n_embd: int, n_head: int, n_ctx: int, vocab: int, batch: int,
@@ -140,7 +164,8 @@ def pretrain_step_figures(n_layer: int, n_embd: int, n_head: int, n_ctx: int, vo
 
         return step
 
-    sides = {"ours": step_fn(ours, lambda m: lm_loss(m.lm_logits(inputs), targets))}
+    matmul, matmul_flops = matmul_side()
+    sides = {"ours": step_fn(ours, lambda m: lm_loss(m.lm_logits(inputs), targets)), "matmul": matmul}
     theirs, note = reference_model(ours)
     if theirs is not None:
         sides["transformers"] = step_fn(theirs.train(), lambda m: lm_loss(m(inputs).logits, targets))
@@ -158,17 +183,21 @@ def pretrain_step_figures(n_layer: int, n_embd: int, n_head: int, n_ctx: int, vo
     ours_tps = tokens / seconds["ours"]
     ref_tps = tokens / seconds["transformers"] if "transformers" in seconds else None
     figures = [Figure(f"pre-training step, {label}", ours_tps, ref_tps, "tokens/s", ">= 1.25x",
-                      ours_tps / ref_tps if ref_tps else None, note)]  # fmt: skip
+                      ours_tps / ref_tps if ref_tps else None, note,
+                      spread=seconds.spread("ours", "transformers") if ref_tps else None)]  # fmt: skip
     matmul_params = 12 * n_layer * n_embd**2 + vocab * n_embd  # blocks and the (tied) LM head
     flops_per_token = 6 * matmul_params + 12 * n_layer * n_ctx * n_embd
-    peak = matmul_flops_per_second()
+    peak = matmul_flops / seconds["matmul"]
     figures.append(Figure(f"pre-training MFU, {label}", flops_per_token * ours_tps / 1e9, peak / 1e9, "GFLOP/s",
-                          ">= 60%", flops_per_token * ours_tps / peak, "reference: this machine's fp32 matmul rate",
-                          ratio_is_fraction=True))  # fmt: skip
+                          ">= 60%", flops_per_token * ours_tps / peak,
+                          "reference: this machine's fp32 matmul rate (1024 x 1024), timed in the same rounds",
+                          ratio_is_fraction=True,
+                          spread=seconds.spread("ours", "matmul", flops_per_token * tokens / matmul_flops)))  # fmt: skip
     if compiled:
         figures.append(Figure(f"pre-training step, torch.compile vs eager, {label}", tokens / seconds["compiled"],
                               ours_tps, "tokens/s", "keep if > 1x", seconds["ours"] / seconds["compiled"],
-                              f"inductor; the first step (compiling) took {compile_seconds:.0f} s"))  # fmt: skip
+                              f"inductor; the first step (compiling) took {compile_seconds:.0f} s",
+                              spread=seconds.spread("compiled", "ours")))  # fmt: skip
     return figures
 
 
@@ -232,7 +261,8 @@ def zero_shot_race_figure(data_dir: Path, gpt1_dir: Path, n: int, reps: int, sha
     ours, ref = len(items) / seconds["shared"], len(items) / seconds["naive"]
     return Figure(f"zero-shot RACE dev, {label}", ours, ref, "questions/s", ">= 2.5x", ours / ref,
                   f"{len(items)} questions, context {shape['n_ctx']}; FLOP ratio {bound:.2f}x, the LM head "
-                  f"{head_share:.0%} of the reference's FLOPs; max |score diff| {diff:.1e}")  # fmt: skip
+                  f"{head_share:.0%} of the reference's FLOPs; max |score diff| {diff:.1e}",
+                  spread=seconds.spread("shared", "naive"))  # fmt: skip
 
 
 def bench_texts(corpus_dir: Path, data_dir: Path, n: int, seed: int = 0) -> list[str]:
@@ -265,14 +295,21 @@ def tokenizer_figure(corpus_dir: Path, data_dir: Path, gpt1_dir: Path, n: int, r
                            "released": lambda: [released.encode(t) for t in texts]}, reps)  # fmt: skip
     fast, slow = len(texts) / seconds["ours"], len(texts) / seconds["released"]
     return Figure("GPT-1 tokenizer", fast, slow, "texts/s", ">= 5x", fast / slow,
-                  f"{len(texts)} texts (book paragraphs, GLUE sentences); identical ids: {same}/{len(texts)}")  # fmt: skip
+                  f"{len(texts)} texts (book paragraphs, GLUE sentences); identical ids: {same}/{len(texts)}",
+                  spread=seconds.spread("ours", "released"))  # fmt: skip
 
 
 def finetune_figure(data_dir: Path, n_layer: int, n_embd: int, n_head: int, n_ctx: int, vocab: int, batch: int,
                     examples: int, reps: int, label: str, **_) -> Figure:  # fmt: skip
     """Examples/s of fine-tuning steps (task loss + 0.5 x LM loss, backward, AdamW) on SST-2's
-    training sentences with GPT-1's input transformation, batches padded to their longest sequence
-    (gptbench) and to n_ctx (the released code), on a random GPT of the given size."""
+    training sentences with GPT-1's input transformation, on a random GPT of the given size: batches
+    as the fine-tuning Trainer draws them (shuffled, padded to their longest sequence) against every
+    batch padded to n_ctx (the released code). ``examples`` are drawn at random from the whole
+    training split, so their lengths are the epoch's; the note adds the length-grouped batches of
+    ``finetune.length_grouped=true`` (the ratio is the default's)."""
+    import random
+
+    from gptbench.data.sampling import ResumableSampler
     from gptbench.data.task_data import collate, encode_split
     from gptbench.data.tokenizer import Tokenizer
     from gptbench.models.gpt import GPTConfig
@@ -281,11 +318,18 @@ def finetune_figure(data_dir: Path, n_layer: int, n_embd: int, n_head: int, n_ct
     from gptbench.training.finetune import FinetuneModule
 
     spec = get_task("sst2")
-    records = spec.read("train", data_dir)[0][:examples]
+    split = spec.read("train", data_dir)[0]
+    records = random.Random(0).sample(split, min(examples, len(split)))
     texts = [r["text"] for r in records]
     tok = Tokenizer.train(texts, vocab_size=vocab - 3, num_workers=1)  # any BPE: the lengths are what count
     encoded = encode_split(spec, records, tok, n_ctx)
-    batches = [collate([encoded[i] for i in range(s, min(s + batch, len(encoded)))]) for s in range(0, len(encoded), batch)]
+
+    def batched(lengths=None):
+        order = list(ResumableSampler(len(encoded), 0, lengths, batch))
+        return [collate([encoded[i] for i in order[s : s + batch]]) for s in range(0, len(order), batch)]
+
+    batches = batched()
+    grouped = batched([max(map(len, ids)) for ids in encoded["input_ids"]])
 
     def padded_to_n_ctx(b):
         pad = n_ctx - b["input_ids"].shape[-1]
@@ -304,11 +348,17 @@ def finetune_figure(data_dir: Path, n_layer: int, n_embd: int, n_head: int, n_ct
             optimizer.step()
 
     module.log = lambda *a, **k: None  # no Trainer attached: logging is not measured
-    seconds = interleaved({"ours": lambda: epoch(batches), "padded": lambda: epoch(full)}, reps)
+    seconds = interleaved({"ours": lambda: epoch(batches), "grouped": lambda: epoch(grouped),
+                           "padded": lambda: epoch(full)}, reps)  # fmt: skip
     mean_len = sum(int(b["attention_mask"].sum()) for b in batches) / len(encoded)
+    padded_len = {name: sum(b["input_ids"].numel() for b in bs) / len(encoded) for name, bs in
+                  (("ours", batches), ("grouped", grouped))}  # fmt: skip
     ours, ref = len(encoded) / seconds["ours"], len(encoded) / seconds["padded"]
     return Figure(f"fine-tuning SST-2, {label}", ours, ref, "examples/s", ">= 3x", ours / ref,
-                  f"{len(encoded)} training sentences, batch {batch}, mean {mean_len:.0f} tokens, n_ctx {n_ctx}")  # fmt: skip
+                  f"{len(encoded)} training sentences drawn from {len(split):,}, batch {batch}, mean {mean_len:.0f} "
+                  f"tokens, {padded_len['ours']:.0f} padded (n_ctx {n_ctx}); length-grouped batches: "
+                  f"{padded_len['grouped']:.0f} padded, {seconds['ours'] / seconds['grouped']:.2f}x the default",
+                  spread=seconds.spread("ours", "padded"))  # fmt: skip
 
 
 def _pretrain_memory(corpus_dir: str, gpt1_dir: str, cache_dir: str, max_bytes: int, steps: int, queue) -> None:
@@ -369,7 +419,7 @@ def generation_figure(n_layer: int, n_embd: int, n_head: int, n_ctx: int, vocab:
     seconds = interleaved({"cache": lambda: model.generate(prompt, new), "recompute": recompute}, reps)
     ours, ref = new / seconds["cache"], new / seconds["recompute"]
     return Figure(f"greedy generation, {label}", ours, ref, "tokens/s", "report", ours / ref,
-                  f"{new} new tokens after 8, batch 1; same ids: {same}")  # fmt: skip
+                  f"{new} new tokens after 8, batch 1; same ids: {same}", spread=seconds.spread("cache", "recompute"))  # fmt: skip
 
 
 def classification_figure(n_layer: int, n_embd: int, n_head: int, n_ctx: int, vocab: int, batch: int, reps: int,
@@ -396,7 +446,8 @@ def classification_figure(n_layer: int, n_embd: int, n_head: int, n_ctx: int, vo
                   batch / seconds["gpt"], "examples/s", "report", seconds["gpt"] / seconds["bert"],
                   f"batch {batch}, mean {mask.sum().item() / batch:.0f} real tokens; parameters "
                   f"{bert.num_parameters():,} (encoder: + segments, embedding LayerNorm, MLM head, pooler) vs "
-                  f"{gpt.num_parameters():,}; the encoder cannot generate (GPT: the greedy generation figure)")  # fmt: skip
+                  f"{gpt.num_parameters():,}; the encoder cannot generate (GPT: the greedy generation figure)",
+                  spread=seconds.spread("bert", "gpt"))  # fmt: skip
 
 
 def _allocator_steps(keep: bool, size: dict, steps: int, queue) -> None:
@@ -471,7 +522,8 @@ def run_bench(out_dir: Path, data_dir: Path, gpt1_dir: Path, corpus_dir: Path, r
     table = ["| figure | ours | reference | ratio | target | note |", "| --- | --- | --- | --- | --- | --- |",
              *(f.line() for f in figures)]  # fmt: skip
     print("\n".join(table))
-    print(f"(medians of {reps} interleaved repetitions; {torch.get_num_threads()} threads)")
+    print(f"(ratios of medians over {reps} interleaved rounds, in brackets the min-max of the rounds' ratios; "
+          f"{torch.get_num_threads()} threads)")
     atomic_write_json(out_dir / "bench.json", {"reps": reps, "threads": torch.get_num_threads(),
                                                "figures": [asdict(f) for f in figures]})  # fmt: skip
     return figures
