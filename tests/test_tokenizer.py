@@ -81,9 +81,15 @@ def test_odd_input_does_not_crash(gpt1_tokenizer, text):
         assert ids == []
 
 
-def test_parallel_batch_equals_sequential(gpt1_tokenizer):
+def test_parallel_batch_equals_sequential(gpt1_tokenizer, monkeypatch):
+    from gptbench.data import tokenizer
+
     texts = real_sentences(n_book_lines=2500, n_task=0)
-    assert gpt1_tokenizer.encode_batch(texts, num_workers=2) == [gpt1_tokenizer.encode(t) for t in texts]
+    sequential = [gpt1_tokenizer.encode(t) for t in texts]
+    monkeypatch.setattr(tokenizer, "_piece_words", {})  # every piece new: the pool tokenizes them all
+    monkeypatch.setattr(tokenizer, "_PARALLEL_MIN_PIECES", 1)
+    assert gpt1_tokenizer.encode_batch(texts, num_workers=2) == sequential
+    assert len(tokenizer._piece_words) > 10_000  # the workers' pieces, remembered by this process
 
 
 def test_train_save_load(tmp_path):
@@ -127,15 +133,19 @@ def whole_text_words(text: str) -> list[str]:
     return words
 
 
-def test_spacy_per_piece_equals_spacy_on_the_whole_text():
-    """pre_tokenize runs spaCy once per distinct space-separated piece; on real book paragraphs and
-    task sentences (and the awkward cases) the words are exactly spaCy's on the whole text."""
-    from gptbench.data.tokenizer import pre_tokenize
+@pytest.mark.parametrize("batched", [False, True])
+def test_spacy_per_piece_equals_spacy_on_the_whole_text(batched, monkeypatch):
+    """Pre-tokenization runs spaCy once per distinct space-separated piece, the new pieces of a
+    batch joined in one call; on real book paragraphs and task sentences (and the awkward cases)
+    the words are exactly spaCy's on the whole text, text by text or in one batch."""
+    from gptbench.data import tokenizer
 
+    monkeypatch.setattr(tokenizer, "_piece_words", {})  # every piece new
     awkward = ["a  b\t\tc\r\nd \u00a0e\u2003f", "\n\n lead and trail \n", "U.S. Mr. e.g. don't can't 'tis ''quoted''",
                "http://example.com/a?b=c :) <3 a--b c---d (e)", "", " ", "\u2026\u2014\u00b4x", "10:30 $5.00 3pm"]  # fmt: skip
     texts = real_sentences(4000, 2000) + awkward
-    mismatches = [t for t in texts if pre_tokenize(t) != whole_text_words(t)]
+    words = tokenizer.pre_tokenize_batch(texts, num_workers=1) if batched else map(tokenizer.pre_tokenize, texts)
+    mismatches = [t for t, w in zip(texts, words) if w != whole_text_words(t)]
     assert not mismatches, mismatches[:3]
 
 

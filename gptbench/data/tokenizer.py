@@ -33,8 +33,8 @@ SPECIAL_TOKENS = ("_start_", "_delimiter_", "_classify_")  # names used by the r
 _META_FILE = "gptbench_tokenizer.json"
 _BPE_FILE = "tokenizer.json"
 _WORD_CACHE_SIZE = 1 << 20  # distinct words remembered by a Tokenizer (then it starts afresh)
-# Below this many texts a process pool costs more than it saves.
-_PARALLEL_MIN_TEXTS = 2048
+# Below this many new pieces a process pool costs more than it saves.
+_PARALLEL_MIN_PIECES = 20_000
 
 
 # The released pattern is a plain (not raw) string literal, so its '\\+' alternative compiles to
@@ -87,49 +87,86 @@ _LINE_BREAKS = re.compile(r"\s*\n\s*")
 
 def pre_tokenize(text: str) -> list[str]:
     """Words (lowercased spaCy tokens) of one text, ready for BPE: spaCy's on the whole
-    standardised text, computed piece by piece.
+    standardised text (:func:`pre_tokenize_batch` of one text)."""
+    return pre_tokenize_batch([text], num_workers=1)[0]
+
+
+_LINE_BREAK = None  # in a text's list of pieces: a line-break run, the word '\n'
+_LINE_BREAK_WORDS = ("\n",)
+_piece_words: dict[str, tuple[str, ...]] = {}  # piece -> its words, see pre_tokenize_batch
+_PIECE_CACHE_SIZE = 1 << 20  # distinct pieces remembered (then it starts afresh)
+_SPACY_CALL_PARTS = 10_000  # parts of new pieces tokenized by one spaCy call
+
+
+def _pieces(text: str) -> list[str | None]:
+    """The whitespace-free pieces of a text after ftfy, with ``_LINE_BREAK`` between the pieces
+    around each line-break run."""
+    text = fix_text(text)
+    segments = _LINE_BREAKS.split(text) if "\n" in text else (text,)
+    pieces: list[str | None] = []
+    for segment in segments:
+        if pieces and not segment.isspace() and segment:
+            pieces.append(_LINE_BREAK)
+        pieces.extend(segment.split())
+    return pieces
+
+
+def _words_of_pieces(pieces: Sequence[str]) -> list[tuple[str, ...]]:
+    """Each piece's words: spaCy's lowercased tokens of the piece, standardised first (which may
+    pad punctuation with spaces: the piece's parts). The parts of all pieces go through spaCy
+    together, joined by single spaces, in as few calls as possible (a call per piece costs most of
+    the time on unseen text); a token followed by a space ends its part."""
+    parts_of = [text_standardize(piece).split(" ") for piece in pieces]
+    parts = [part for piece_parts in parts_of for part in piece_parts]
+    tokenize = _spacy_tokenizer()
+    part_words: list[tuple[str, ...]] = []
+    for start in range(0, len(parts), _SPACY_CALL_PARTS):
+        words: list[str] = []
+        for token in tokenize(" ".join(parts[start : start + _SPACY_CALL_PARTS])):
+            words.append(token.text.lower())
+            if token.whitespace_:
+                part_words.append(tuple(words))
+                words = []
+        part_words.append(tuple(words))
+    if len(part_words) != len(parts):  # a part holds no whitespace, so its last token is followed by the space
+        raise RuntimeError(f"spaCy gave {len(part_words)} parts for {len(parts)}: the pieces cannot be told apart")
+    out, i = [], 0
+    for piece_parts in parts_of:
+        n = len(piece_parts)
+        out.append(part_words[i] if n == 1 else sum(part_words[i : i + n], ()))
+        i += n
+    return out
+
+
+def pre_tokenize_batch(texts: Sequence[str], num_workers: int | None = None) -> list[list[str]]:
+    """The words of each text, as spaCy gives them on the whole standardised text.
 
     Neither the standardisation nor spaCy acts across whitespace: the standardisation's
     replacements and punctuation padding work inside runs of non-space characters and only
     collapse whitespace (a run holding a line break to one '\n', any other to one space, the ends
-    stripped), and spaCy's prefix, suffix, infix and special-case rules never cross a space. So the
+    stripped), and spaCy's prefix, suffix, infix and special-case rules never cross a space. So each
     text is split at whitespace and each distinct piece is standardised and tokenized once and
-    remembered (:func:`_piece_words`). A line-break run becomes the word '\n' between the words
-    around it, as the released BPE maps spaCy's whitespace token '\n ' to the symbol '\n</w>'.
-    """
-    text = fix_text(text)
-    segments = _LINE_BREAKS.split(text) if "\n" in text else (text,)
-    words: list[str] = []
-    for segment in segments:
-        if words and not segment.isspace() and segment:
-            words.append("\n")
-        for piece in segment.split():
-            words.extend(_piece_words(piece))
-    return words
-
-
-@functools.lru_cache(maxsize=1 << 18)
-def _piece_words(piece: str) -> tuple[str, ...]:
-    """spaCy's lowercased tokens of one piece of text without whitespace, standardised first."""
-    tokenize = _spacy_tokenizer()
-    return tuple(token.text.lower() for part in text_standardize(piece).split(" ") for token in tokenize(part))
-
-
-def _pre_tokenize_chunk(texts: Sequence[str]) -> list[list[str]]:
-    return [pre_tokenize(t) for t in texts]
-
-
-def pre_tokenize_batch(texts: Sequence[str], num_workers: int | None = None) -> list[list[str]]:
-    """``pre_tokenize`` over many texts, in a process pool when the batch is large."""
+    remembered for later batches; pieces not seen before go through spaCy together
+    (:func:`_words_of_pieces`), in ``num_workers`` processes (default: all cores) when there are
+    many. A line-break run becomes the word '\n' between the words around it, as the released BPE
+    maps spaCy's whitespace token '\n ' to the symbol '\n</w>'."""
+    pieces = [_pieces(text) for text in texts]
+    distinct = list(dict.fromkeys(p for ps in pieces for p in ps if p is not _LINE_BREAK))
+    new = [p for p in distinct if p not in _piece_words]
+    if len(_piece_words) + len(new) > _PIECE_CACHE_SIZE:
+        _piece_words.clear()
+        new = distinct
     num_workers = num_workers if num_workers is not None else (os.cpu_count() or 1)
-    if num_workers <= 1 or len(texts) < _PARALLEL_MIN_TEXTS:
-        return _pre_tokenize_chunk(texts)
-    n_chunks = num_workers * 8
-    size = -(-len(texts) // n_chunks)
-    chunks = [texts[i : i + size] for i in range(0, len(texts), size)]
-    # fork: workers inherit the loaded spaCy tokenizer instead of re-importing it.
-    with ProcessPoolExecutor(num_workers, mp_context=multiprocessing.get_context("fork")) as pool:
-        return [words for chunk in pool.map(_pre_tokenize_chunk, chunks) for words in chunk]
+    if num_workers <= 1 or len(new) < _PARALLEL_MIN_PIECES:
+        _piece_words.update(zip(new, _words_of_pieces(new)))
+    else:
+        size = -(-len(new) // (num_workers * 4))
+        chunks = [new[i : i + size] for i in range(0, len(new), size)]
+        # fork: workers inherit the loaded spaCy tokenizer instead of re-importing it.
+        with ProcessPoolExecutor(num_workers, mp_context=multiprocessing.get_context("fork")) as pool:
+            for chunk, words in zip(chunks, pool.map(_words_of_pieces, chunks)):
+                _piece_words.update(zip(chunk, words))
+    return [[w for p in ps for w in (_LINE_BREAK_WORDS if p is _LINE_BREAK else _piece_words[p])] for ps in pieces]
 
 
 class Tokenizer:
@@ -241,7 +278,8 @@ class Tokenizer:
 
     def encode_batch(self, texts: Sequence[str], num_workers: int | None = None) -> list[list[int]]:
         """Encode many texts; pre-tokenization uses ``num_workers`` processes (default: all
-        cores) and the BPE runs multi-threaded in Rust."""
+        cores) when the texts hold many pieces it has not seen (:func:`pre_tokenize_batch`), and
+        the BPE runs multi-threaded in Rust."""
         return self.encode_words(pre_tokenize_batch(list(texts), num_workers))
 
     def encode_words(self, words: Sequence[Sequence[str]]) -> list[list[int]]:
