@@ -4,6 +4,7 @@ import json
 import sys
 
 import pytest
+import torch
 from conftest import CORPUS, DATA, GPT1
 
 from gptbench.cli import main
@@ -39,6 +40,7 @@ def test_bench_measures_every_figure_beside_its_reference(tmp_path, capsys):
     assert tokens[0] > tokens[1] > 0  # two corpus sizes, measured in fresh processes
     saved = json.loads((tmp_path / "bench.json").read_text())
     assert [f["name"] for f in saved["figures"]] == [f.name for f in figures] and saved["reps"] == 1
+    assert saved["steps"] == 1 and saved["torch"] == torch.__version__ and "CPU cores" in saved["machine"]
     out = capsys.readouterr().out
     assert "| figure | ours | reference | ratio | target | note |" in out and ">= 1.25x" in out
 

@@ -539,6 +539,11 @@ def run_bench(out_dir: Path, data_dir: Path, gpt1_dir: Path, corpus_dir: Path, r
     print("\n".join(table))
     print(f"(ratios of medians over {reps} interleaved rounds, in brackets the min-max of the rounds' ratios; "
           f"{torch.get_num_threads()} threads)")
-    atomic_write_json(out_dir / "bench.json", {"reps": reps, "threads": torch.get_num_threads(),
+    from gptbench.provenance import command_line, git_commit, machine
+
+    atomic_write_json(out_dir / "bench.json", {"reps": reps, "steps": steps, "threads": torch.get_num_threads(),
+                                               "torch": torch.__version__, "machine": machine(),
+                                               "git_commit": git_commit(), "command": command_line(),
+                                               "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
                                                "figures": [asdict(f) for f in figures]})  # fmt: skip
     return figures
