@@ -218,6 +218,12 @@ def _bench(args) -> None:
 
     from gptbench.suite.bench import run_bench
 
+    if args.device == "cuda":  # the GPU figures need no data: random token ids of the paper's shapes
+        from gptbench.suite.bench_gpu import run_gpu_bench
+
+        run_gpu_bench(Path(args.out), reps=args.reps, steps=args.steps)
+        return
+
     paths = {"--data-dir / GPTBENCH_DATA": args.data_dir or os.environ.get("GPTBENCH_DATA"),
              "--gpt1-dir / GPTBENCH_GPT1": args.gpt1_dir or os.environ.get("GPTBENCH_GPT1"),
              "--corpus-dir / GPTBENCH_CORPUS": args.corpus_dir or os.environ.get("GPTBENCH_CORPUS")}  # fmt: skip
@@ -286,6 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--texts", type=int, default=2000, help="texts for the tokenizer figure (default 2000)")
     p.add_argument("--sst2", type=int, default=4000, help="SST-2 training sentences per fine-tuning epoch timed "
                    "(default 4000; 67349 = the full epoch)")  # fmt: skip
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="cpu: the CPU figures (default); cuda: "
+                   "the GPU figures at the paper's shape, bf16 (bench_gpu.json)")  # fmt: skip
     p.add_argument("--out", default="results/bench", help="where bench.json is written (default results/bench)")
     p.add_argument("--data-dir", help="benchmark data root (default $GPTBENCH_DATA)")
     p.add_argument("--gpt1-dir", help="GPT-1's BPE files (default $GPTBENCH_GPT1)")

@@ -56,11 +56,14 @@ def _corpus_settings(cfg: ExperimentConfig) -> dict:
 def _network_settings(cfg: ExperimentConfig) -> dict:
     """The model section, plus the architecture (and the LSTM settings for an LSTM); a
     Transformer's settings, and so its keys, are as they were before the other networks existed."""
+    model = asdict(cfg.model)
+    if model["pad_vocab_multiple"] == 1:  # keys of unpadded networks are as before the option existed
+        model.pop("pad_vocab_multiple")
     if cfg.architecture == "transformer":
-        return {"model": asdict(cfg.model)}
+        return {"model": model}
     if cfg.architecture == "bert":
-        return {"model": asdict(cfg.model), "architecture": cfg.architecture}
-    return {"model": asdict(cfg.model), "architecture": cfg.architecture, "lstm": asdict(cfg.lstm)}
+        return {"model": model, "architecture": cfg.architecture}
+    return {"model": model, "architecture": cfg.architecture, "lstm": asdict(cfg.lstm)}
 
 
 def pretrain_settings(cfg: ExperimentConfig) -> dict:
@@ -71,8 +74,9 @@ def pretrain_settings(cfg: ExperimentConfig) -> dict:
         p.pop("keep_steps")
     else:
         p["keep_steps"] = sorted(set(p["keep_steps"]))
+    compiled = {"compile": True} if cfg.trainer.compile else {}  # its dropout masks differ from eager's
     return {"tokenizer": tokenizer_settings(cfg), "corpus": _corpus_settings(cfg), **_network_settings(cfg),
-            "pretrain": p, "seed": cfg.seed, "precision": cfg.trainer.precision}  # fmt: skip
+            "pretrain": p, "seed": cfg.seed, "precision": cfg.trainer.precision, **compiled}  # fmt: skip
 
 
 def finetune_settings(cfg: ExperimentConfig) -> dict:

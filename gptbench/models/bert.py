@@ -29,7 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from gptbench.errors import NoNextTokenModel
-from gptbench.models.gpt import GPT, Block, GPTConfig
+from gptbench.models.gpt import GPT, Block, GPTConfig, tied_logits
 
 N_TASK_TOKENS = 3  # start, delimiter, extract: the rows gptbench's tokenizer appends
 
@@ -60,6 +60,7 @@ class BertConfig:
     resid_pdrop: float = 0.1
     layer_norm_eps: float = 1e-12
     initializer_range: float = 0.02
+    pad_vocab_multiple: int = 1  # the MLM head's product on a padded table (gptbench.models.gpt.tied_logits)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -170,7 +171,7 @@ class BERT(nn.Module):
         """Masked-LM logits (..., vocab + special) of hidden states (..., C): dense + GELU + LayerNorm,
         then the tied token embedding plus the output bias."""
         h = self.mlm_ln(F.gelu(self.mlm_dense(hidden)))  # (..., C)
-        return F.linear(h, self.tokens_embed.weight, self.mlm_bias)
+        return tied_logits(h, self.tokens_embed.weight, self.config.pad_vocab_multiple, self.mlm_bias)
 
     def lm_logits(
         self,

@@ -46,6 +46,10 @@ class GPTConfig:
     resid_pdrop: float = 0.1
     layer_norm_eps: float = 1e-5
     initializer_range: float = 0.02
+    # The LM head multiplies by the token table padded with zero rows to a multiple of this (1 =
+    # off): 40,481 rows send GPUs' matmuls to slow kernels, 40,512 to tensor-core ones. Invisible
+    # outside the head (see tied_logits); GPU presets set 64, CPU presets keep 1.
+    pad_vocab_multiple: int = 1
 
     def __post_init__(self) -> None:
         self.validate()
@@ -58,6 +62,7 @@ class GPTConfig:
                 raise ValueError(f"model.{name} must be positive, got {getattr(self, name)}")
         if self.n_special < 0:
             raise ValueError(f"model.n_special must be >= 0, got {self.n_special}")
+        check_pad_vocab_multiple(self.pad_vocab_multiple)
         if self.n_embd % self.n_head != 0:
             raise ValueError(
                 f"model.n_embd ({self.n_embd}) must be divisible by model.n_head ({self.n_head})"
@@ -75,6 +80,28 @@ class GPTConfig:
     def n_tokens(self) -> int:
         """Rows of the token embedding: BPE vocabulary plus special tokens."""
         return self.vocab_size + self.n_special
+
+
+def check_pad_vocab_multiple(multiple: int) -> None:
+    if multiple < 1:
+        raise ValueError(f"model.pad_vocab_multiple must be >= 1 (1 = no padding), got {multiple}")
+
+
+def tied_logits(hidden: torch.Tensor, table: torch.Tensor, multiple: int = 1,
+                bias: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+    """``hidden @ table.T (+ bias)``: (..., C) x (V, C) -> (..., V), the product computed against the
+    table padded with zero rows to a multiple of ``multiple`` and the padded columns cut off again.
+
+    The padding lives only inside this product: the parameter, its dropout mask, checkpoints and
+    every caller keep V rows; the padded rows are constants (no gradient, no optimizer state) and
+    their logits never reach a softmax. What changes is the GEMM's shape: on GPUs, a V that is not a
+    multiple of 8 falls back to slow kernels (7.5x slower for GPT-1's head on an H200)."""
+    rows = table.size(0)
+    pad = -rows % multiple
+    if pad == 0:
+        return F.linear(hidden, table, bias)
+    padded_bias = None if bias is None else F.pad(bias, (0, pad))
+    return F.linear(hidden, F.pad(table, (0, 0, 0, pad)), padded_bias)[..., :rows]
 
 
 class CausalSelfAttention(nn.Module):
@@ -239,7 +266,7 @@ class GPT(nn.Module, GenerationMixin):
         In training mode this is the dropped table of the preceding forward pass (the released
         code's tied head); in eval mode, the table itself."""
         table = self._dropped_tokens_table if self.training else None
-        return F.linear(hidden, self.tokens_embed.weight if table is None else table)
+        return tied_logits(hidden, self.tokens_embed.weight if table is None else table, self.config.pad_vocab_multiple)
 
     def lm_logits(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None

@@ -32,6 +32,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from gptbench.models.decoding import GenerationMixin
+from gptbench.models.gpt import check_pad_vocab_multiple, tied_logits
 
 # The (h, c) state after the prefix: h (n_layer, B, E), c (n_layer, B, H).
 LSTMState = tuple[torch.Tensor, torch.Tensor]
@@ -51,6 +52,7 @@ class LSTMConfig:
     embd_pdrop: float = 0.1
     resid_pdrop: float = 0.1
     initializer_range: float = 0.02  # the token embedding (and so the tied LM head)
+    pad_vocab_multiple: int = 1  # the LM head's product on a padded table (gptbench.models.gpt.tied_logits)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -63,6 +65,7 @@ class LSTMConfig:
             raise ValueError(f"lstm: n_hidden ({self.n_hidden}) must exceed n_embd ({self.n_embd}), the projection width")
         if self.n_special < 0:
             raise ValueError(f"lstm: n_special must be >= 0, got {self.n_special}")
+        check_pad_vocab_multiple(self.pad_vocab_multiple)
         for name in ("embd_pdrop", "resid_pdrop"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"lstm: {name} must be in [0, 1), got {getattr(self, name)}")
@@ -109,7 +112,7 @@ class LSTMLM(nn.Module, GenerationMixin):
 
     def lm_head(self, hidden: torch.Tensor) -> torch.Tensor:
         """Project (..., E) onto the tied token embedding -> (..., vocab + special)."""
-        return F.linear(hidden, self.tokens_embed.weight)
+        return tied_logits(hidden, self.tokens_embed.weight, self.config.pad_vocab_multiple)
 
     def lm_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         hidden, _ = self(input_ids, attention_mask)

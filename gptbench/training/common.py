@@ -25,13 +25,17 @@ from gptbench.training.allocator import keep_freed_memory
 
 def adamw(module: torch.nn.Module, lr: float, weight_decay: float, betas, eps: float) -> torch.optim.AdamW:
     """AdamW with decoupled weight decay on tensors of rank >= 2 only (not biases or gains),
-    as in the released code."""
+    as in the released code; fused where every parameter is on a GPU."""
     params = [p for p in module.parameters() if p.requires_grad]
     groups = [
         {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
-    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps)
+    # On GPUs, one fused kernel for the whole update instead of a dozen per tensor. Elsewhere the
+    # for-each implementation, whose numbers the published CPU runs were made with (fused differs
+    # from it in the last bits).
+    fused = bool(params) and all(p.device.type == "cuda" for p in params)
+    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps, fused=fused or None)
 
 
 def warmup_cosine(warmup: int, total: int):

@@ -296,7 +296,7 @@ def initial_module(cfg: ExperimentConfig) -> tuple[FinetuneModule, Tokenizer, st
     else:
         raise ConfigError(f"finetune.init={f.init!r}: no tokenizer/ beside the weights; set tokenizer.kind=gpt1 "
                           "for GPT-1 weights from OpenAI or Hugging Face")  # fmt: skip
-    model = load_pretrained(path, dropout=cfg.dropout())
+    model = load_pretrained(path, dropout=cfg.dropout(), pad_vocab_multiple=cfg.model.pad_vocab_multiple)
     if model.config.vocab_size != tokenizer.vocab_size:
         raise CheckpointError(
             f"{path}: model vocabulary {model.config.vocab_size} != tokenizer vocabulary {tokenizer.vocab_size}"

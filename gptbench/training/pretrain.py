@@ -61,11 +61,14 @@ class PretrainModule(GradientClipping, RngStateMixin, L.LightningModule):
         model: a GPTConfig / LSTMConfig / BertConfig (or a ``model_spec`` dict) for a fresh network, or a
             network to continue training.
         max_steps: the schedule's length; default: the Trainer's ``max_steps``.
+        compile: run the training step's forward and loss through ``torch.compile`` (validation
+            stays eager: a second graph for eval mode would cost more than it saves).
     """
 
     def __init__(self, model: LanguageModel | ModelConfig | dict, *, lr: float = 2.5e-4, warmup_steps: int = 2000,
                  max_steps: int | None = None, weight_decay: float = 0.01,
-                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, grad_clip: float = 1.0):  # fmt: skip
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, grad_clip: float = 1.0,
+                 compile: bool = False):  # fmt: skip
         super().__init__()
         if not isinstance(model, nn.Module):
             model = build_model(model)
@@ -77,13 +80,16 @@ class PretrainModule(GradientClipping, RngStateMixin, L.LightningModule):
                 raise ValueError(f"{name}={value!r} is out of range")
         self.save_hyperparameters({
             "model": model_spec(model), "lr": lr, "warmup_steps": warmup_steps, "max_steps": max_steps,
-            "weight_decay": weight_decay, "betas": tuple(betas), "eps": eps, "grad_clip": grad_clip,
+            "weight_decay": weight_decay, "betas": tuple(betas), "eps": eps, "grad_clip": grad_clip, "compile": compile,
         })  # fmt: skip
         self.model = model
         self.masked_lm = architecture_of(model) == "bert"  # BERT's objective instead of the next token
         self.lr, self.warmup_steps, self.max_steps = lr, warmup_steps, max_steps
         self.weight_decay, self.betas, self.eps, self.grad_clip = weight_decay, tuple(betas), eps, grad_clip
         self.val_loss = MeanMetric()
+        # The function the training step calls, compiled as a whole (compiling only
+        # ``model.forward`` would leave the LM head and the loss eager).
+        self.training_loss = torch.compile(self.loss) if compile else self.loss
 
     def loss(self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Next-token cross-entropy; for the BERT encoder, masked-LM cross-entropy on the same
@@ -103,7 +109,7 @@ class PretrainModule(GradientClipping, RngStateMixin, L.LightningModule):
         return F.cross_entropy(logits, labels[selected]), int(selected.sum())
 
     def training_step(self, batch, batch_idx):
-        loss = self.loss(*batch)
+        loss = self.training_loss(*batch)
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/ppl", loss.detach().exp())
         return loss
@@ -231,7 +237,8 @@ def _pretrain(cfg: ExperimentConfig, stage_dir: Path, corpus_root: Path) -> Path
         max_bytes=cfg.corpus.max_bytes, val_windows=p.val_windows, cache_dir=cfg.cache_dir, seed=cfg.seed,
     )  # fmt: skip
     module = PretrainModule(network, lr=p.lr, warmup_steps=p.warmup_steps, max_steps=p.max_steps,
-                            weight_decay=p.weight_decay, betas=p.betas, eps=p.eps, grad_clip=p.grad_clip)  # fmt: skip
+                            weight_decay=p.weight_decay, betas=p.betas, eps=p.eps, grad_clip=p.grad_clip,
+                            compile=cfg.trainer.compile)  # fmt: skip
     clock = WallClock()
     trainer = make_trainer(
         stage_dir,

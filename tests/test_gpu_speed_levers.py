@@ -1,0 +1,144 @@
+"""The GPU speed levers change no number they must not: the LM head's padded vocabulary is invisible
+outside the head, and the compiled training step computes the eager step's loss and resumes exactly."""
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import tiny_overrides
+from safetensors.torch import load_file
+
+import gptbench.training.pretrain as pretrain
+from gptbench.config import ConfigError, load_config
+from gptbench.models import build_model
+from gptbench.models.bert import BertConfig
+from gptbench.models.gpt import GPTConfig, tied_logits
+from gptbench.models.lstm import LSTMConfig
+from gptbench.run_identity import pretrain_dir, pretrain_settings
+from gptbench.training.pretrain import PretrainModule
+from test_pretrain import crash_at
+
+# 211 + 3 rows: padded to 256 (multiple 64), as GPT-1's 40,481 to 40,512.
+SHAPES = {"gpt": GPTConfig(vocab_size=211, n_ctx=16, n_embd=32, n_layer=2, n_head=2),
+          "lstm": LSTMConfig(vocab_size=211, n_ctx=16, n_embd=32, n_hidden=48),
+          "bert": BertConfig(vocab_size=211, n_special=4, n_ctx=16, n_embd=32, n_layer=2, n_head=2)}  # fmt: skip
+
+
+def twins(kind: str):
+    """The same weights as an unpadded and a padded (multiple 64) network."""
+    torch.manual_seed(0)
+    plain = build_model(SHAPES[kind])
+    config = type(SHAPES[kind])(**{**SHAPES[kind].__dict__, "pad_vocab_multiple": 64})
+    padded = build_model(config)
+    padded.load_state_dict(plain.state_dict())
+    return plain, padded
+
+
+def test_tied_logits_equal_the_plain_product_and_pad_nothing_visible():
+    torch.manual_seed(0)
+    hidden, table, bias = torch.randn(3, 5, 32), torch.randn(214, 32, requires_grad=True), torch.randn(214)
+    padded = tied_logits(hidden, table, 64, bias)
+    assert padded.shape == (3, 5, 214)
+    torch.testing.assert_close(padded, F.linear(hidden, table, bias), rtol=0, atol=1e-6)
+    padded.sum().backward()
+    assert table.grad.shape == (214, 32)  # the padded rows are constants, not parameters
+    assert tied_logits(hidden, table, 1) is not None and tied_logits(hidden, table[:192], 64).shape[-1] == 192
+
+
+@pytest.mark.parametrize("kind", ["gpt", "lstm", "bert"])
+def test_padded_head_gives_the_unpadded_logits_losses_and_gradients(kind):
+    plain, padded = twins(kind)
+    assert plain.state_dict().keys() == padded.state_dict().keys()
+    assert all(a.shape == b.shape for a, b in zip(plain.state_dict().values(), padded.state_dict().values()))
+    ids = torch.randint(0, 211, (4, 16))
+    for model in (plain, padded):
+        model.train()
+    losses, grads = [], []
+    for model in (plain, padded):
+        torch.manual_seed(1)  # the same dropout masks: the table is dropped before it is padded
+        logits = model.lm_logits(ids)
+        assert logits.shape == (4, 16, model.config.n_tokens)
+        loss = F.cross_entropy(logits[:, :-1].flatten(0, 1), ids[:, 1:].flatten())
+        loss.backward()
+        losses.append(loss)
+        grads.append({n: p.grad for n, p in model.named_parameters()})
+    torch.testing.assert_close(losses[0], losses[1], rtol=0, atol=1e-6)
+    for name, grad in grads[0].items():
+        torch.testing.assert_close(grads[1][name], grad, rtol=0, atol=1e-6, msg=name)
+
+
+def test_a_padded_export_is_the_unpadded_one_and_loads_in_transformers(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    plain, padded = twins("gpt")
+    padded.eval().save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["vocab_size"] == 214 and "pad_vocab_multiple" not in json.dumps(config)
+    assert load_file(tmp_path / "model.safetensors")["transformer.tokens_embed.weight"].shape == (214, 32)
+    theirs = transformers.OpenAIGPTLMHeadModel.from_pretrained(tmp_path).eval()
+    ids = torch.randint(0, 211, (2, 16))
+    with torch.no_grad():
+        torch.testing.assert_close(theirs(ids).logits, padded.lm_logits(ids), rtol=1e-5, atol=1e-5)
+
+
+def test_padding_is_validated_and_keys_of_unpadded_runs_do_not_move(tmp_path, tiny_corpus, cache_dir):
+    with pytest.raises(ConfigError, match="pad_vocab_multiple must be >= 1"):
+        load_config("smoke", ["model.pad_vocab_multiple=0"])
+    base = tiny_overrides(tmp_path, tiny_corpus, cache_dir)
+    plain = pretrain_settings(load_config("smoke", base))
+    assert "pad_vocab_multiple" not in plain["model"] and "compile" not in plain  # published keys unchanged
+    assert pretrain_settings(load_config("smoke", base + ["model.pad_vocab_multiple=64"]))["model"]["pad_vocab_multiple"] == 64
+    assert pretrain_settings(load_config("smoke", base + ["trainer.compile=true"]))["compile"] is True
+    paper = load_config("paper")
+    assert paper.model.pad_vocab_multiple == 64 and paper.trainer.compile
+    assert load_config("mini").model.pad_vocab_multiple == 1 and not load_config("mini").trainer.compile
+
+
+def test_compiled_training_loss_equals_eager_without_dropout():
+    config = GPTConfig(vocab_size=211, n_ctx=16, n_embd=32, n_layer=2, n_head=2, embd_pdrop=0, attn_pdrop=0,
+                       resid_pdrop=0, pad_vocab_multiple=64)  # fmt: skip
+    torch.manual_seed(0)
+    eager = PretrainModule(config)
+    compiled = PretrainModule(config, compile=True)
+    compiled.load_state_dict(eager.state_dict())
+    x = torch.randint(0, 211, (4, 17))
+    a, b = eager.training_loss(x[:, :-1], x[:, 1:]), compiled.training_loss(x[:, :-1], x[:, 1:])
+    torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
+    a.backward(), b.backward()
+    for (name, p), q in zip(eager.named_parameters(), compiled.parameters()):
+        torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_compiled_pretraining_resumes_exactly(tmp_path, tiny_corpus, cache_dir, monkeypatch):
+    base = tiny_overrides(tmp_path, tiny_corpus, cache_dir) + ["trainer.compile=true", "model.pad_vocab_multiple=64",
+                                                               "pretrain.max_steps=8", "pretrain.keep_steps=[8]"]  # fmt: skip
+    straight = load_config("smoke", base + ["name=straight"])
+    pretrain.run_pretrain(straight)
+    crashed = load_config("smoke", base + ["name=crashed"])
+    with monkeypatch.context() as m:
+        crash_at(m, pretrain, step=6)
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            pretrain.run_pretrain(crashed)
+    pretrain.run_pretrain(load_config("smoke", base + ["name=crashed", "resume=true"]))
+    a, b = (load_file(pretrain_dir(c) / "model" / "model.safetensors") for c in (straight, crashed))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert a["transformer.tokens_embed.weight"].shape[0] == 400 + 3  # exported unpadded
+
+
+def test_gpu_bench_code_path_runs_on_cpu_at_a_tiny_shape(tmp_path):
+    """The GPU bench's own code (sides, MFU, the Trainer pipeline, fine-tuning) at a tiny shape on the
+    CPU; the figures themselves come from a GPU."""
+    pytest.importorskip("transformers")
+    from gptbench.suite.bench_gpu import flops_per_token, run_gpu_bench
+
+    # nanoGPT's count for GPT-2 124M at ctx 1024 (its 6N + 12 L T C): 6 x 85M + 12 x 12 x 1024 x 768 ~= 0.87 GFLOP
+    assert flops_per_token(n_layer=12, n_embd=768, n_ctx=1024, n_tokens=50304) == 6 * (12 * 12 * 768**2 + 50304 * 768) + 12 * 12 * 1024 * 768
+    tiny = dict(n_layer=1, n_embd=32, n_head=2, n_ctx=16, vocab_size=211)
+    figures = run_gpu_bench(tmp_path, reps=1, steps=1, batch=4, pipeline_steps=8, finetune_steps=8, shape=tiny,
+                            device="cpu", matmul_n=64)  # fmt: skip
+    names = [f.name for f in figures]
+    assert any("vs transformers" in n for n in names) and any("through the Trainer" in n for n in names)
+    written = json.loads((tmp_path / "bench_gpu.json").read_text())
+    assert written["gpu"] == "cpu" and len(written["figures"]) == len(figures) == 6
+    mfu = next(f for f in figures if f.name.startswith("pre-training MFU"))
+    assert mfu.ratio == pytest.approx(mfu.ours / mfu.reference)
