@@ -8,6 +8,7 @@ GPTBENCH_CACHE) so the same YAML runs on any machine.
 from __future__ import annotations
 
 import functools
+import importlib.resources
 import math
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
@@ -22,7 +23,9 @@ from gptbench.models import ARCHITECTURES as NETWORKS
 from gptbench.models.bert import BertConfig
 from gptbench.models.lstm import LSTMConfig
 
-EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
+# The presets and sweep files ship inside the package (gptbench/experiments links to the checkout's
+# experiments/, the one copy): a wheel installed anywhere finds them.
+EXPERIMENTS_DIR = Path(str(importlib.resources.files("gptbench") / "experiments"))
 PRECISIONS = ("32-true", "32", "bf16-mixed", "bf16-true", "16-mixed")
 SELECTIONS = ("auto", "holdout", "dev", "last")
 ARCHITECTURES = tuple(NETWORKS)  # transformer, lstm, bert

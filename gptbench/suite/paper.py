@@ -8,11 +8,13 @@ every number against the spec.
 
 from __future__ import annotations
 
+import importlib.resources
 from pathlib import Path
 
 import yaml  # PyYAML, installed with omegaconf
 
-PAPER_NUMBERS = Path(__file__).resolve().parents[2] / "results" / "paper.yaml"
+# Shipped inside the package (gptbench/paper.yaml links to the checkout's results/paper.yaml).
+PAPER_NUMBERS = Path(str(importlib.resources.files("gptbench") / "paper.yaml"))
 SECTIONS = ("source", "tables", "previous_best", "zero_shot_sota", "pretraining")
 
 

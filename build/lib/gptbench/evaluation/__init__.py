@@ -1,0 +1,1 @@
+"""Scoring: task metrics, the zero-shot heuristics, GLUE submission files."""

@@ -1,0 +1,1 @@
+"""The experiment suite: sweeps, result files, the paper's numbers, the report."""

@@ -1,0 +1,78 @@
+"""The small, committed-size result files a report is made from: provenance and the pre-training
+curve, exported from a run directory into ``results/<preset>/`` (the fine-tunes' status files are
+written by the sweep). Nothing here trains or loads a model."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+from gptbench.config import ExperimentConfig
+from gptbench.io import atomic_write_json, atomic_write_text
+from gptbench.provenance import git_commit, machine
+from gptbench.run_identity import pretrain_dir
+
+CURVE_TAGS = ("train/loss", "val/loss", "val/ppl")
+
+
+def pretrain_curve(tb_dir: Path) -> list[dict]:
+    """Rows {step, train_loss, val_loss, val_ppl} from the TensorBoard events of a pre-training
+    (a resumed run's repeated steps keep their last value)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(tb_dir), size_guidance={"scalars": 0})
+    acc.Reload()
+    rows: dict[int, dict] = {}
+    for tag in CURVE_TAGS:
+        if tag in acc.Tags()["scalars"]:
+            for event in acc.Scalars(tag):
+                rows.setdefault(event.step, {})[tag.replace("/", "_")] = event.value
+    return [{"step": step, **rows[step]} for step in sorted(rows)]
+
+
+def write_pretrain_results(cfg: ExperimentConfig, results_dir: Path) -> None:
+    """``provenance.json`` and ``pretrain_curve.csv`` for the pre-training of ``cfg``; another
+    network's (the LSTM, the BERT encoder) goes to provenance's ``<architecture>_pretrain`` and
+    ``pretrain_curve_<architecture>.csv``, beside the Transformer's."""
+    stage = pretrain_dir(cfg)
+    metrics = json.loads((stage / "metrics.json").read_text())
+    pretrain = {"steps": metrics["steps"], "tokens_seen": metrics["train_tokens"], "val_loss": metrics["val_loss"],
+                "val_ppl": metrics["val_ppl"], "wall_seconds": metrics["wall_seconds"],
+                "tokens_per_sec": metrics["train_tokens"] / max(metrics["wall_seconds"], 1e-9), "run": str(stage)}  # fmt: skip
+    path = results_dir / "provenance.json"
+    existing = json.loads(path.read_text()) if path.is_file() else {}
+    if cfg.architecture != "transformer":
+        shape = ({"n_layer": cfg.lstm.n_layer, "n_hidden": cfg.lstm.n_hidden} if cfg.architecture == "lstm" else
+                 {"n_layer": cfg.model.n_layer, "n_embd": cfg.model.n_embd, "objective": "masked LM"})  # fmt: skip
+        atomic_write_json(path, {**existing, f"{cfg.architecture}_pretrain": {**shape, "parameters": metrics["parameters"],
+                                                                             **pretrain}})  # fmt: skip
+        _write_curve(stage, results_dir / f"pretrain_curve_{cfg.architecture}.csv")
+        return
+    model = json.loads((stage / "model" / "config.json").read_text())
+    t, c = cfg.tokenizer, cfg.corpus
+    provenance = {
+        "preset": cfg.name,
+        "model": {"n_layer": cfg.model.n_layer, "n_embd": cfg.model.n_embd, "n_head": cfg.model.n_head,
+                  "n_ctx": cfg.model.n_ctx, "vocab_size": model["gptbench"]["vocab_size"]},  # fmt: skip
+        "parameters": metrics["parameters"],
+        "tokenizer": "GPT-1's released 40k BPE" if t.kind == "gpt1" else f"BPE trained on the books, {t.vocab_size} tokens",
+        "corpus": {"path": str(c.path), "max_bytes": c.max_bytes, "val_books": c.val_books,
+                   "train_tokens": metrics["corpus_tokens"]["train"], "val_tokens": metrics["corpus_tokens"]["val"]},
+        "pretrain": pretrain,
+        "lstm_pretrain": existing.get("lstm_pretrain"),
+        "bert_pretrain": existing.get("bert_pretrain"),
+        "git_commit": git_commit(),
+        "machine": machine(),
+    }  # fmt: skip
+    atomic_write_json(path, provenance)
+    _write_curve(stage, results_dir / "pretrain_curve.csv")
+
+
+def _write_curve(stage: Path, path: Path) -> None:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=["step", "train_loss", "val_loss", "val_ppl"], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(pretrain_curve(stage / "tb"))
+    atomic_write_text(path, out.getvalue())

@@ -1,0 +1,1 @@
+"""Pre-training and fine-tuning as Lightning modules, and the pieces they share."""
