@@ -142,3 +142,28 @@ def test_gpu_bench_code_path_runs_on_cpu_at_a_tiny_shape(tmp_path):
     assert written["gpu"] == "cpu" and len(written["figures"]) == len(figures) == 6
     mfu = next(f for f in figures if f.name.startswith("pre-training MFU"))
     assert mfu.ratio == pytest.approx(mfu.ours / mfu.reference)
+
+
+def test_compiled_finetuning_losses_equal_eager_across_batch_lengths():
+    """The fine-tuning step compiled (dynamic sequence length: batches are padded to their longest)
+    gives eager's losses and gradients with dropout off, for batches of different lengths."""
+    from gptbench.training.finetune import FinetuneModule
+
+    config = GPTConfig(vocab_size=211, n_ctx=32, n_embd=32, n_layer=2, n_head=2, embd_pdrop=0, attn_pdrop=0,
+                       resid_pdrop=0, pad_vocab_multiple=64)  # fmt: skip
+    torch.manual_seed(0)
+    eager = FinetuneModule(config, "rte", clf_pdrop=0.0)
+    compiled = FinetuneModule(config, "rte", clf_pdrop=0.0, compile=True)
+    compiled.load_state_dict(eager.state_dict())
+    for T in (9, 17, 23):
+        ids = torch.randint(0, 211, (4, 1, T))
+        mask = (torch.arange(T) < torch.tensor([T, T - 3, 5, T - 1])[:, None]).long()[:, None, :]
+        batch = {"input_ids": ids, "attention_mask": mask, "labels": torch.tensor([0, 1, 1, 0])}
+        a, b = eager.losses(batch), compiled.training_losses(batch)
+        assert a.keys() == b.keys() == {"loss", "task_loss", "lm_loss"}
+        for key in a:
+            torch.testing.assert_close(b[key], a[key], rtol=1e-5, atol=1e-5, msg=f"{key} at T={T}")
+        eager.zero_grad(), compiled.zero_grad()
+        a["loss"].backward(), b["loss"].backward()
+        for (name, p), q in zip(eager.named_parameters(), compiled.parameters()):
+            torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-6, msg=f"{name} at T={T}")

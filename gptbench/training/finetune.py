@@ -76,12 +76,15 @@ class FinetuneModule(GradientClipping, RngStateMixin, L.LightningModule):
         total_steps: the schedule's length; default: the Trainer's number of optimizer steps.
         freeze_body: a linear probe: the network is frozen and kept in eval mode (no dropout), only
             the task head trains; needs ``lm_coef=0``.
+        compile: run the training step's forward and losses through ``torch.compile`` (batches are
+            padded to their longest sequence, so the sequence length is compiled as dynamic).
     """
 
     def __init__(self, model: LanguageModel | ModelConfig | dict, task: str | TaskSpec, *, lr: float = 6.25e-5,
                  lm_coef: float = 0.5, warmup_fraction: float = 0.002, clf_pdrop: float = 0.1,
                  weight_decay: float = 0.01, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 grad_clip: float = 1.0, total_steps: int | None = None, freeze_body: bool = False):  # fmt: skip
+                 grad_clip: float = 1.0, total_steps: int | None = None, freeze_body: bool = False,
+                 compile: bool = False):  # fmt: skip
         super().__init__()
         if not isinstance(model, nn.Module):
             model = build_model(model)
@@ -98,12 +101,13 @@ class FinetuneModule(GradientClipping, RngStateMixin, L.LightningModule):
             "model": model_spec(model), "task": task.name, "lr": lr, "lm_coef": lm_coef,
             "warmup_fraction": warmup_fraction, "clf_pdrop": clf_pdrop, "weight_decay": weight_decay,
             "betas": tuple(betas), "eps": eps, "grad_clip": grad_clip, "total_steps": total_steps,
-            "freeze_body": freeze_body,
+            "freeze_body": freeze_body, "compile": compile,
         })  # fmt: skip
         self.model, self.task = model, task
         self.lr, self.lm_coef, self.warmup_fraction = lr, lm_coef, warmup_fraction
         self.weight_decay, self.betas, self.eps, self.grad_clip = weight_decay, tuple(betas), eps, grad_clip
         self.total_steps, self.freeze_body = total_steps, freeze_body
+        self.training_losses = torch.compile(self.losses) if compile else self.losses
         model.requires_grad_(not freeze_body)
         self.head = TaskHead(model.config.n_embd, task.transformation, task.num_outputs, clf_pdrop,
                              model.config.initializer_range)  # fmt: skip
@@ -182,17 +186,23 @@ class FinetuneModule(GradientClipping, RngStateMixin, L.LightningModule):
         return logits.squeeze(-1) if self.task.labels is None else logits.argmax(-1)
 
     # ---- training and scoring ---------------------------------------------------------------
-    def training_step(self, batch, batch_idx):
+    def losses(self, batch: dict) -> dict[str, torch.Tensor]:
+        """L3 = L2 + lm_coef * L1 of a training batch: {"loss", "task_loss"[, "lm_loss"]}."""
         logits, hidden = self(batch["input_ids"], batch["attention_mask"])
-        task_loss = self.task_loss(logits, batch["labels"])
-        loss = task_loss
+        out = {"task_loss": self.task_loss(logits, batch["labels"])}
+        out["loss"] = out["task_loss"]
         if self.lm_coef > 0:
-            lm_loss = self.lm_loss(hidden, batch["input_ids"], batch["attention_mask"])
-            loss = task_loss + self.lm_coef * lm_loss
-            self.log("train/lm_loss", lm_loss)
-        self.log("train/task_loss", task_loss)
-        self.log("train/loss", loss, prog_bar=True)
-        return loss
+            out["lm_loss"] = self.lm_loss(hidden, batch["input_ids"], batch["attention_mask"])
+            out["loss"] = out["task_loss"] + self.lm_coef * out["lm_loss"]
+        return out
+
+    def training_step(self, batch, batch_idx):
+        losses = self.training_losses(batch)
+        if "lm_loss" in losses:
+            self.log("train/lm_loss", losses["lm_loss"])
+        self.log("train/task_loss", losses["task_loss"])
+        self.log("train/loss", losses["loss"], prog_bar=True)
+        return losses["loss"]
 
     def _split_names(self, kind: str) -> list[str]:
         """The splits behind the dataloaders of ``kind`` (eval/test/predict), in order: the data
@@ -284,7 +294,8 @@ def initial_module(cfg: ExperimentConfig) -> tuple[FinetuneModule, Tokenizer, st
     if f.init == "none":
         tokenizer = run_tokenizer(cfg)
         config = cfg.network_config(tokenizer.vocab_size, tokenizer.n_special)
-        return FinetuneModule(config, task, **optimisation_hparams(f)), tokenizer, "none (random initialisation)"
+        module = FinetuneModule(config, task, **optimisation_hparams(f), compile=cfg.trainer.compile)
+        return module, tokenizer, "none (random initialisation)"
     path = pretrain_dir(cfg) / "model" if f.init == "pretrained" else Path(f.init)
     if not path.exists():
         raise ConfigError(f"finetune.init=pretrained: {path} does not exist; run `gptbench pretrain` first")
@@ -301,7 +312,8 @@ def initial_module(cfg: ExperimentConfig) -> tuple[FinetuneModule, Tokenizer, st
         raise CheckpointError(
             f"{path}: model vocabulary {model.config.vocab_size} != tokenizer vocabulary {tokenizer.vocab_size}"
         )
-    module = FinetuneModule.from_pretrained(model, task, n_transfer=f.n_transfer, **optimisation_hparams(f))
+    module = FinetuneModule.from_pretrained(model, task, n_transfer=f.n_transfer, **optimisation_hparams(f),
+                                            compile=cfg.trainer.compile)  # fmt: skip
     return module, tokenizer, str(path)
 
 
