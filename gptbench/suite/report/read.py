@@ -15,11 +15,18 @@ from pathlib import Path
 
 STATUSES = ("done", "failed", "unavailable")
 
+
+def predictions_path(run_file: Path) -> Path:
+    """Where a run's per-example predictions are kept: runs/<table>/<task>/<variant>/predictions/seed<N>.json."""
+    return run_file.parent / "predictions" / run_file.name
+
+
 @dataclass(frozen=True)
 class Run:
     path: Path
     seed: int
     data: dict
+    predictions: dict | None = None  # {split: {"prediction": [...], "gold": [...], ...}}, if recorded
 
 
 def read_json(path: Path) -> object:
@@ -37,7 +44,22 @@ def read_run(path: Path) -> Run:
     data = read_json(path)
     if not isinstance(data, dict) or data.get("status") not in STATUSES:
         raise ValueError(f'{path}: expected a JSON object whose "status" is one of {list(STATUSES)}')
-    return Run(path, int(m[1]), data)
+    return Run(path, int(m[1]), data, read_predictions(predictions_path(path)))
+
+
+def read_predictions(path: Path) -> dict | None:
+    """A predictions file's splits (see gptbench.training.finetune.write_predictions), or None if
+    there is none; raises ValueError naming it if a split lacks equally long "prediction" and "gold"."""
+    if not path.is_file():
+        return None
+    data = read_json(path)
+    splits = data.get("splits") if isinstance(data, dict) else None
+    if not isinstance(splits, dict) or not all(
+        isinstance(s, dict) and isinstance(s.get("prediction"), list) and isinstance(s.get("gold"), list)
+        and len(s["prediction"]) == len(s["gold"]) > 0 for s in splits.values()):  # fmt: skip
+        raise ValueError(f'{path}: expected {{"splits": {{split: {{"prediction": [...], "gold": [...]}}}}}} '
+                         "with one prediction per gold label")  # fmt: skip
+    return splits
 
 
 def load_runs(results_dir: Path, table_ids) -> dict[tuple[str, str, str], list[Run]]:

@@ -97,9 +97,13 @@ def group_problems(problems: list[tuple[int, str, str]]) -> list[dict]:
     return [{"kind": k, "reason": r, "seeds": sorted(s)} for (k, r), s in sorted(grouped.items())]
 
 
-def run_cell(table_id: str, column: dict, variant: str, runs: list[Run], paper: float | None) -> dict:
+def run_cell(table_id: str, column: dict, variant: str, runs: list[Run], paper: float | None,
+             dataset: dict | None = None) -> dict:  # fmt: skip
     """Our number for one column: the median over the seeds that scored it, with everything a reader
-    needs to judge it (spread, last-epoch median, selection, splits, flags, why seeds are missing)."""
+    needs to judge it (spread, per-seed values, last-epoch median, selection, splits, how many
+    examples were scored of how many, flags, why seeds are missing). ``dataset``: the task's full
+    sizes and label counts (paper.yaml's ``datasets``)."""
+    dataset = dataset or {}
     scored, last, problems, flags = [], [], [], {}
     for run in runs:
         problem = run_problem(run, column)
@@ -113,15 +117,23 @@ def run_cell(table_id: str, column: dict, variant: str, runs: list[Run], paper: 
         for symbol, text in run_flags(run, column["split"]).items():
             flags.setdefault(symbol, set()).add(text)
     values = [v for _, v in scored]
+    examples, split_examples = scored_examples([r for r, _ in scored], column["split"], dataset)
+    one_class = one_class_seeds(scored, column, examples == split_examples, dataset)
+    if one_class:
+        flags["∅"] = {f"seed{'s' * (len(seeds) > 1)} {', '.join(map(str, seeds))} of {len(scored)}: {text}"
+                      for text, seeds in one_class.items()}  # fmt: skip
     cell = {
         "table": table_id, "variant": variant, "column": column["label"], "task": column["task"],
         "split": column["split"], "metric": column["metric"],
-        "n": len(values), "seeds": [r.seed for r, _ in scored],
+        "n": len(values), "seeds": [r.seed for r, _ in scored], "values": [percent(v) for v in values],
+        "predictions": sum(r.predictions is not None for r, _ in scored),
         "median": percent(statistics.median(values)) if values else None,
         "min": percent(min(values)) if values else None,
         "max": percent(max(values)) if values else None,
         "last_epoch_median": percent(statistics.median(last)) if last else None,
-        "paper": paper, "paper_split": column["paper_split"], "same_split_as_paper": column["same_split_as_paper"],
+        "paper": paper, "paper_split": column["paper_split"],
+        "same_split_as_paper": column["same_split_as_paper"] and examples is not None and examples == split_examples,
+        "examples": examples, "split_examples": split_examples,
         "train_examples": train_examples([r for r, _ in scored]),
         "selection": sorted({(r.data.get("selection") or {}).get("protocol") or "unrecorded" for r, _ in scored}),
         "flags": {symbol: sorted(texts) for symbol, texts in sorted(flags.items())},
@@ -135,6 +147,74 @@ def run_cell(table_id: str, column: dict, variant: str, runs: list[Run], paper: 
     cell["status"] = "done" if values else "+".join(kinds)
     cell["diff"] = round(cell["median"] - paper, 4) if values and paper is not None else None
     return cell
+
+
+def scored_examples(runs: list[Run], split, dataset: dict) -> tuple[int | None, int | None]:
+    """(examples scored, examples in the whole split) for a column, summed over its splits: the
+    runs' records (results.json's ``splits``: ``examples``, and ``full_examples`` in runs since
+    predictions are recorded), the full size from paper.yaml's ``datasets`` where a run has none."""
+    scored, full = set(), set()
+    for run in runs:
+        records = [(run.data.get("splits") or {}).get(s) or {} for s in as_list(split)]
+        counts = [r.get("examples") for r in records]
+        fulls = [r.get("full_examples", dataset.get(s)) for r, s in zip(records, as_list(split))]
+        scored.add(None if None in counts else sum(counts))
+        full.add(None if None in fulls else sum(fulls))
+    if len(scored) != 1 or len(full) != 1:  # no run, or runs that disagree: no single count to state
+        return None, None
+    return scored.pop(), full.pop()
+
+
+def one_class_seeds(scored: list[tuple[Run, float]], column: dict, whole_split: bool, dataset: dict) -> dict[str, list[int]]:
+    """Why a seed's number looks like a one-class predictor -> the seeds: from its predictions where
+    recorded, otherwise inferred from the score (the text says "probably" and how)."""
+    found: dict[str, list[int]] = {}
+    for run, value in scored:
+        text = (one_class_from_predictions(run.predictions, column["split"]) if run.predictions is not None
+                else one_class_from_score(value, column, whole_split, dataset))  # fmt: skip
+        if text:
+            found.setdefault(text, []).append(run.seed)
+    return found
+
+
+def one_class_from_predictions(predictions: dict, split) -> str | None:
+    """"one class (k) for all N examples" or "a constant score", when every split of the column is."""
+    found = [predictions.get(s) for s in as_list(split)]
+    if any(p is None for p in found):
+        return None
+    distinct = {v for p in found for v in p["prediction"]}
+    n = sum(len(p["prediction"]) for p in found)
+    if len(distinct) != 1:
+        return None
+    (value,) = distinct
+    kind = f"class {value}" if isinstance(value, int) else f"the constant score {value}"
+    return f"predicts {kind} for all {n:,} examples (from its recorded predictions)"
+
+
+SAME = 1e-6  # a recorded metric is a float32 fraction: equal to a rate within this
+
+
+def one_class_from_score(value: float, column: dict, whole_split: bool, dataset: dict) -> str | None:
+    """What a score alone says about a one-class predictor (runs without predictions): Matthews
+    exactly 0; accuracy equal to a label's share, or F1 equal to always predicting the positive
+    label, of the whole split scored (label counts from paper.yaml's ``datasets``)."""
+    inferred = "inferred from the score, no predictions recorded"
+    if column["metric"] == "matthews" and value == 0.0:
+        return f"probably one class (Matthews exactly 0.0, as a constant prediction gives; {inferred})"
+    split = column["split"]
+    counts = (dataset.get("classes") or {}).get(split) if isinstance(split, str) and whole_split else None
+    if not counts:
+        return None
+    total = sum(counts)
+    if column["metric"] == "accuracy":
+        for label, count in enumerate(counts):
+            if abs(value - count / total) < SAME:
+                return (f"probably one class (accuracy {100 * count / total:.1f} = the share of label {label} in "
+                        f"{split}, {count} of {total}; {inferred})")  # fmt: skip
+    if column["metric"] == "f1" and len(counts) == 2 and abs(value - 2 * counts[1] / (counts[1] + total)) < SAME:
+        return (f"probably one class (F1 {100 * value:.1f} = that of predicting label 1 for all {total} examples; "
+                f"{inferred})")  # fmt: skip
+    return None
 
 
 def train_examples(runs: list[Run]) -> int | None:
@@ -188,7 +268,7 @@ def paper_rows(spec: dict) -> dict[str, dict]:
     return {"full": {"label": "paper (GPT-1)", "values": {c["label"]: c["paper"] for c in spec["columns"]}}}
 
 
-def build_table(table_id: str, spec: dict, runs: dict, previous_best: list[dict]) -> dict:
+def build_table(table_id: str, spec: dict, runs: dict, previous_best: list[dict], datasets: dict) -> dict:
     papers = paper_rows(spec)
     found = sorted({variant for (t, _, variant) in runs if t == table_id})
     table = {"id": table_id, "title": spec["title"], "columns": [c["label"] for c in spec["columns"]],
@@ -203,7 +283,8 @@ def build_table(table_id: str, spec: dict, runs: dict, previous_best: list[dict]
     for variant in table["variants"]:
         values = papers.get(variant, {}).get("values", {})
         task_cells = [
-            run_cell(table_id, c, variant, runs.get((table_id, c["task"], variant), []), values.get(c["label"]))
+            run_cell(table_id, c, variant, runs.get((table_id, c["task"], variant), []), values.get(c["label"]),
+                     datasets.get(c["task"]))
             for c in spec["columns"] if c.get("task")
         ]  # fmt: skip
         by_label = {c["column"]: c for c in task_cells}
@@ -213,18 +294,46 @@ def build_table(table_id: str, spec: dict, runs: dict, previous_best: list[dict]
     return table
 
 
-def split_summary(tables: dict) -> list[str]:
-    """One line per (our split, the paper's split): which columns compare what."""
+def split_summary(tables: dict, built: list[dict]) -> list[str]:
+    """One line per (our split, the paper's split): which columns compare what. The paper's own
+    split is "the same split" only where our cells scored all of it."""
     groups: dict[tuple, dict[tuple, str]] = {}
+    cells = [c for t in built for c in t["cells"] if c["task"] and c["n"]]
     for spec in tables.values():
         for c in spec["columns"]:
             if c.get("task"):
-                key = (not c["same_split_as_paper"], split_text(c["split"]), c["paper_split"])
+                same = ""
+                if c["same_split_as_paper"]:
+                    scored = {(x["examples"], x["split_examples"]) for x in cells
+                              if (x["task"], x["split"], x["metric"]) == (c["task"], c["split"], c["metric"])}  # fmt: skip
+                    same = " (" + "; ".join([*map(same_split_text, sorted(scored, key=str))] or ["the same split"]) + ")"
+                key = (not c["same_split_as_paper"], split_text(c["split"]), c["paper_split"], same)
                 groups.setdefault(key, {}).setdefault((c["task"], split_text(c["split"]), c["metric"]), c["label"])
     return [
-        f"ours {ours} vs paper {theirs}{' (the same split)' if not differs else ''}: {', '.join(labels.values())}"
-        for (differs, ours, theirs), labels in sorted(groups.items())
+        f"ours {ours} vs paper {theirs}{same}: {', '.join(labels.values())}"
+        for (_, ours, theirs, same), labels in sorted(groups.items())
     ]
+
+
+def subset_text(examples: int | None, split_examples: int | None) -> str:
+    """How much of its split a cell scored: "all 277" / "a random subset of 1,000 of 1,871"."""
+    if examples is None:
+        return "examples scored not recorded"
+    if split_examples is None:
+        return f"{examples:,} examples (the split's full size not recorded)"
+    if examples == split_examples:
+        return f"all {examples:,}"
+    return f"a random subset of {examples:,} of {split_examples:,}"
+
+
+def same_split_text(counts: tuple[int | None, int | None]) -> str:
+    """The paper's own split, as far as our cells scored it."""
+    examples, split_examples = counts
+    if examples is not None and examples == split_examples:
+        return "the same split"
+    if examples is None:
+        return "the paper's split, but how many of its examples were scored is not recorded"
+    return f"the paper's split, but {subset_text(examples, split_examples)} of its examples: not the same"
 
 
 def curve_summary(curve: list[dict] | None) -> dict | None:
@@ -248,7 +357,8 @@ def build_leaderboard(results_dir: Path, paper: dict, curves: dict[str, list[dic
     counts = {"files": len(every), **{s: sum(d["status"] == s for d in every) for s in STATUSES},
               "wall_seconds": round(sum(d.get("wall_seconds") or 0 for d in every), 1),
               "stages": stage_wall_seconds(results_dir, list(tables))}  # fmt: skip
-    built = [build_table(tid, spec, runs, paper["previous_best"]) for tid, spec in tables.items()]
+    datasets = paper["datasets"]
+    built = [build_table(tid, spec, runs, paper["previous_best"], datasets["tasks"]) for tid, spec in tables.items()]
     figure2 = load_figure2(results_dir, paper["zero_shot_sota"])
     provenance = load_provenance(results_dir)
     return {
@@ -257,16 +367,27 @@ def build_leaderboard(results_dir: Path, paper: dict, curves: dict[str, list[dic
         "provenance": provenance,
         "runs": counts,
         "paper_pretraining": paper["pretraining"],
-        "splits": split_summary(tables),
+        "splits": split_summary(tables, built),
         "tables": built,
         "figure2": figure2,
-        "claims": check_claims(built, figure2),
+        "claims": check_claims(built, figure2, table5_predictions(runs, tables.get("table5_ablations")), datasets),
         "pretrain_curve": curve_summary(curves.get("transformer")),
         "pretrain_curve_lstm": curve_summary(curves.get("lstm")),
         "pretrain_curve_bert": curve_summary(curves.get("bert")),
         "encoder_comparison": encoder_comparison(provenance, runs),
     }
 
+
+def table5_predictions(runs: dict[tuple[str, str, str], list[Run]], spec: dict | None) -> dict:
+    """(variant, column label) -> {seed: that run's predictions}, for the Table 5 runs that recorded them."""
+    found = {}
+    for (table_id, task, variant), group in runs.items():
+        for column in (spec or {}).get("columns", []) if table_id == "table5_ablations" else []:
+            if column.get("task") == task:
+                recorded = {r.seed: r.predictions for r in group if r.data["status"] == "done" and r.predictions}
+                if recorded:
+                    found[variant, column["label"]] = recorded
+    return found
 
 
 def encoder_comparison(provenance: dict | None, runs: dict[tuple[str, str, str], list[Run]]) -> str | None:

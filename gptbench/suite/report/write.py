@@ -12,8 +12,9 @@ import io
 import json
 from dataclasses import dataclass
 
+from gptbench.suite.claims import FIGURE2_RULE, TABLE5_RULE
 from gptbench.suite.report.read import STATUSES, split_text
-from gptbench.suite.report.tables import VARIANT_LABELS, fmt
+from gptbench.suite.report.tables import VARIANT_LABELS, fmt, subset_text
 
 NOT_RUN_YET = "not run yet (the analysis sweeps fill this)"
 MINUS = "\u2212"
@@ -22,11 +23,13 @@ FLAGS = {
     "†": "a split was substituted",
     "‡": "selected on the reported split (model selection saw these numbers, so they are optimistic)",
     "§": "trained on the reported split",
+    "∅": "a one-class predictor: a seed predicts one class (or a constant score) for every example, from its "
+         "recorded predictions, or inferred from its score (\"probably\")",
 }
 PROBLEM_TAGS = {"not_run": "not run", "unavailable": "data absent", "failed": "run failed", "no_metric": "not scored"}
-CSV_FIELDS = ("table", "variant", "column", "task", "split", "metric", "status", "n", "seeds", "median", "min",
-              "max", "last_epoch_median", "paper", "diff", "paper_split", "same_split_as_paper", "selection",
-              "flags", "note")  # fmt: skip
+CSV_FIELDS = ("table", "variant", "column", "task", "split", "metric", "status", "n", "seeds", "examples",
+              "split_examples", "median", "min", "max", "last_epoch_median", "paper", "diff", "paper_split",
+              "same_split_as_paper", "selection", "flags", "note")  # fmt: skip
 
 
 
@@ -210,7 +213,9 @@ def table_blocks(table: dict, figures: dict[str, bytes], encoder_line: str | Non
         blocks.append(Para(encoder_line))
 
     details = [[c["column"], ours_label(c["variant"]), cell_text(c), fmt(c["last_epoch_median"]), diff_text(c),
-                ", ".join(c["selection"]), split_text(c["split"]) if c["split"] else "",
+                ", ".join(c["selection"]),
+                split_text(c["split"]) + (f" ({subset_text(c['examples'], c['split_examples'])})" if c["n"] else "")
+                if c["split"] else "",
                 c["paper_split"] + (" (same split)" if c["same_split_as_paper"] else ""), cell_note(c)]
                for c in table["cells"] if c["status"] != "not_run"]  # fmt: skip
     header = ["column", "row", "ours", "last epoch", "Δ", "selection", "our split", "paper split", "notes"]
@@ -279,10 +284,9 @@ def claims_blocks(claims: list[dict]) -> list:
     rows = [[c["claim"], c["verdict"], c["evidence"]] for c in claims]
     return [
         Heading(2, "The paper's claims, checked"),
-        Para("Each claim of the paper's analysis (Section 5) against the numbers above: shown (every comparison "
-             "present agrees), partly, not shown, or not tested (its numbers are not here). Medians over the "
-             "seeds in each cell; a single seed, or a small model, can show or hide an effect by chance, so read "
-             "each verdict with the n of its cells and the preset's scale."),
+        Para("Each claim of the paper's analysis (Section 5) against the numbers above: shown, partly, not shown, "
+             "or not tested (its numbers, or any interval on them, are not here). " + TABLE5_RULE + " " + FIGURE2_RULE
+             + " A small model can still show or hide an effect, so read each verdict with the preset's scale."),
         Table(["claim", "ours", "numbers"], rows),
     ]  # fmt: skip
 
