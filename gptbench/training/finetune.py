@@ -374,6 +374,36 @@ def run_finetune(cfg: ExperimentConfig) -> dict:
         return _finetune(cfg, task, stage_dir, data_root, select)
 
 
+@torch.no_grad()
+def write_predictions(module: FinetuneModule, data, task: TaskSpec, data_root: Path | None, path: Path,
+                      results: dict) -> None:  # fmt: skip
+    """The reported splits' per-example predictions, for the report's bootstrap and one-class flags:
+    ``{"task", "splits": {split: {"index", "prediction", "gold"[, "group"], "examples",
+    "full_examples"}}}``, ``index`` the example's position in the scored subset, ``prediction`` a
+    label index (a score, 4 decimals, for regression). Also records each split's full size (before
+    subsampling) in ``results["splits"][split]["full_examples"]``."""
+    from gptbench.data.task_data import collate, read_split
+
+    was_training, device = module.training, next(module.parameters()).device
+    module.eval()
+    splits = {}
+    for split in [*data.report_splits, *data.test_splits]:
+        preds, gold, groups = [], [], []
+        for batch in torch.utils.data.DataLoader(data.splits[split], batch_size=data.batch_size, collate_fn=collate):
+            logits, _ = module(batch["input_ids"].to(device), batch["attention_mask"].to(device))
+            preds += module.predictions(logits).cpu().tolist()
+            gold += batch["labels"].tolist()
+            groups += batch["groups"].tolist() if "groups" in batch else []
+        if task.labels is None:
+            preds, gold = [round(p, 4) for p in preds], [round(g, 4) for g in gold]
+        full = len(read_split(task, split, data_root, data.sources.get(split))[0])
+        results["splits"][split]["full_examples"] = full
+        splits[split] = {"examples": len(preds), "full_examples": full, "index": list(range(len(preds))),
+                         "prediction": preds, "gold": gold, **({"group": groups} if groups else {})}  # fmt: skip
+    module.train(was_training)
+    atomic_write_json(path, {"task": task.name, "groups": list(task.groups), "splits": splits})
+
+
 def _finetune(cfg: ExperimentConfig, task: TaskSpec, stage_dir: Path, data_root: Path | None, select: str) -> dict:
     f = cfg.finetune
     if (stage_dir / "results.json").is_file():
@@ -468,6 +498,7 @@ def _finetune(cfg: ExperimentConfig, task: TaskSpec, stage_dir: Path, data_root:
     # The reported checkpoint, loadable in a line (TaskModel.from_pretrained), before the results
     # that mark the run finished.
     TaskModel(module.model, module.head, task, tokenizer).save_pretrained(stage_dir / "model", results)
+    write_predictions(module, data, task, data_root, stage_dir / "predictions.json", results)
     atomic_write_json(stage_dir / "results.json", results)
     if (Path(init_source).parent / "metrics.json").is_file():  # a gptbench pre-training: its card lists this run
         write_model_card(init_source)
