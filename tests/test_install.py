@@ -51,3 +51,14 @@ def test_the_wheel_runs_presets_and_data_outside_the_checkout(installed, tmp_pat
     # The report's paper numbers come from the package too.
     run(installed / "python", "-c", "from gptbench.suite.paper import load_paper_numbers; load_paper_numbers()",
         cwd=outside)  # fmt: skip
+
+
+def test_the_wheel_holds_every_module_of_the_checkout(installed):
+    """A package missing from pyproject's list would install without its modules."""
+    python = installed / "python"
+    site_dir = Path(run(python, "-c", "import gptbench, os; print(os.path.dirname(gptbench.__file__))", cwd=installed).strip())
+    ours = {p.relative_to(ROOT / "gptbench").as_posix() for p in (ROOT / "gptbench").rglob("*.py")}
+    ours |= {f"tasks/{p.name}" for p in (ROOT / "tasks").glob("*.py")}
+    ours |= {f"experiments/{p.name}" for p in (ROOT / "experiments").glob("*.yaml")} | {"paper.yaml"}
+    shipped = {p.relative_to(site_dir).as_posix() for p in site_dir.rglob("*") if p.suffix in (".py", ".yaml")}
+    assert ours - shipped == set()

@@ -96,9 +96,10 @@ def finetune_settings(cfg: ExperimentConfig) -> dict:
                 "dropout": {k: getattr(cfg.model, k) for k in ("embd_pdrop", "attn_pdrop", "resid_pdrop")}}  # fmt: skip
     data = "local" if cfg.finetune.data_dir else "hub"
     t = cfg.trainer
+    compiled = {"compile": True} if t.compile else {}  # inductor's dropout masks differ from eager's
     return {"finetune": f, "init": init, "data": data, "precision": t.precision,
             "devices": t.devices * t.num_nodes,  # the global batch
-            "finetune_format": _FINETUNE_FORMAT}  # fmt: skip
+            "finetune_format": _FINETUNE_FORMAT, **compiled}  # fmt: skip
 
 
 def _tokenizer_label(cfg: ExperimentConfig) -> str:

@@ -144,32 +144,42 @@ def trainer_for(run_dir: Path, preset, device: torch.device, steps: int, warmup:
     return trainer, clock
 
 
-def pipeline_figure(device: torch.device, batch: int, steps: int, raw_compiled_tps: float, shape: dict) -> Figure:
-    """Pre-training through a real Trainer with the paper preset's trainer and model settings."""
+def pretrain_through_trainer(device: torch.device, preset, batch: int, steps: int, shape: dict) -> tuple[float, float]:
+    """(wall-clock tokens/s after the warm-up, the run's own logged train/tokens_per_sec) of
+    pre-training through a real Trainer with ``preset``'s trainer and model settings."""
     from torch.utils.data import DataLoader, TensorDataset
 
-    from gptbench.config import load_config
     from gptbench.training.pretrain import PretrainModule
 
-    preset = load_config("paper")
     config = gpt_config(preset.model.pad_vocab_multiple, **shape)
     windows = torch.randint(0, config.vocab_size, (batch * steps, config.n_ctx + 1), dtype=torch.int32)
     loader = DataLoader(TensorDataset(windows[:, :-1].long(), windows[:, 1:].long()), batch_size=batch,
-                        pin_memory=True)  # fmt: skip
+                        pin_memory=device.type == "cuda")  # fmt: skip
     torch.manual_seed(0)
     module = PretrainModule(config, max_steps=steps, warmup_steps=10, compile=preset.trainer.compile)
-    warmup = min(20, steps // 4)
     with tempfile.TemporaryDirectory() as tmp:
-        trainer, clock = trainer_for(Path(tmp), preset, device, steps, warmup, log_every=50)
+        trainer, clock = trainer_for(Path(tmp), preset, device, steps, min(20, steps // 4), log_every=50)
         trainer.fit(module, loader)
     logged = float(trainer.callback_metrics.get("train/tokens_per_sec", float("nan")))
-    wall = clock.steps * batch * config.n_ctx / clock.seconds
+    return clock.steps * batch * config.n_ctx / clock.seconds, logged
+
+
+def pipeline_figure(device: torch.device, batch: int, steps: int, raw_compiled_tps: float, shape: dict) -> Figure:
+    """The paper preset's pre-training through the Trainer against the raw compiled step; the note
+    adds the same run with ``trainer.deterministic=false`` (what determinism costs)."""
+    from gptbench.config import load_config
+
+    preset = load_config("paper")
+    wall, logged = pretrain_through_trainer(device, preset, batch, steps, shape)
+    loose = replace(preset, trainer=replace(preset.trainer, deterministic=not preset.trainer.deterministic))
+    other, _ = pretrain_through_trainer(device, loose, batch, steps, shape)
     return Figure("pre-training through the Trainer, paper preset", wall, raw_compiled_tps, "tokens/s",
                   ">= 90% of the raw compiled step", wall / raw_compiled_tps,
-                  f"batch {batch}, {clock.steps} steps timed after {warmup}; the run's own train/tokens_per_sec "
-                  f"{logged:,.0f}; precision {preset.trainer.precision}, deterministic {preset.trainer.deterministic}, "
-                  f"compile {preset.trainer.compile}, pad_vocab_multiple {preset.model.pad_vocab_multiple}",
-                  ratio_is_fraction=True)  # fmt: skip
+                  f"batch {batch}, {steps} steps, timed after the first {min(20, steps // 4)}; the run's own "
+                  f"train/tokens_per_sec {logged:,.0f}; precision {preset.trainer.precision}, compile "
+                  f"{preset.trainer.compile}, pad_vocab_multiple {preset.model.pad_vocab_multiple}, deterministic "
+                  f"{preset.trainer.deterministic} (with {loose.trainer.deterministic}: {other:,.0f} tokens/s, "
+                  f"{other / wall:.2f}x)", ratio_is_fraction=True)  # fmt: skip
 
 
 def finetune_figure(device: torch.device, batch: int, steps: int, shape: dict) -> Figure:
@@ -261,17 +271,22 @@ def run_gpu_bench(out_dir: Path, reps: int = 5, steps: int = 3, batch: int = 64,
     figures.append(Figure(f"pre-training MFU, {label}", per_token * tps["compiled"] / 1e12, peak / 1e12, "TFLOP/s",
                           ">= 45% of the datasheet", per_token * tps["compiled"] / peak, mfu("compiled"),
                           ratio_is_fraction=True, spread=seconds.spread("compiled", "matmul", per_token * tokens / matmul_flops)))  # fmt: skip
-    for f in figures:
-        print(f.line(), flush=True)
-    figures.append(pipeline_figure(device, batch, pipeline_steps, tps["compiled"], shape))
-    print(figures[-1].line(), flush=True)
-    figures.append(finetune_figure(device, 32, finetune_steps, shape))
-    print(figures[-1].line(), flush=True)
     from gptbench.provenance import command_line, git_commit, machine
 
-    atomic_write_json(out_dir / "bench_gpu.json", {
-        "reps": reps, "steps": steps, "batch": batch, "gpu": name, "torch": torch.__version__,
-        "cuda": torch.version.cuda if device.type == "cuda" else None, "machine": machine(), "git_commit": git_commit(), "command": command_line(),
-        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "matmul_tflops": peak / 1e12,
-        "datasheet_tflops": sheet / 1e12 if sheet else None, "figures": [asdict(f) for f in figures]})  # fmt: skip
+    def write() -> None:  # after every figure: a later failure loses nothing measured before it
+        atomic_write_json(out_dir / "bench_gpu.json", {
+            "reps": reps, "steps": steps, "batch": batch, "gpu": name, "torch": torch.__version__,
+            "cuda": torch.version.cuda if device.type == "cuda" else None, "machine": machine(),
+            "git_commit": git_commit(), "command": command_line(), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+            "matmul_tflops": peak / 1e12, "datasheet_tflops": sheet / 1e12 if sheet else None,
+            "figures": [asdict(f) for f in figures]})  # fmt: skip
+
+    for f in figures:
+        print(f.line(), flush=True)
+    write()
+    for measure in (lambda: pipeline_figure(device, batch, pipeline_steps, tps["compiled"], shape),
+                    lambda: finetune_figure(device, 32, finetune_steps, shape)):  # fmt: skip
+        figures.append(measure())
+        print(figures[-1].line(), flush=True)
+        write()
     return figures

@@ -1,9 +1,10 @@
 """The paper's published numbers (Radford et al. 2018), from results/paper.yaml.
 
 That file holds Tables 2-5, the previous-best row, the state-of-the-art values that normalise
-Figure 2's zero-shot scores, and the pre-training facts, each with our task, split and metric to
-compare against (see the file's comments for the schema). tests/test_paper_numbers.py checks
-every number against the spec.
+Figure 2's zero-shot scores and the pre-training facts, each with our task, split and metric to
+compare against (see the file's comments for the schema); tests/test_paper_numbers.py checks
+every number against the spec. It also holds the datasets' full sizes (``datasets``), which the
+report's rules need (see gptbench.suite.claims).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import yaml  # PyYAML, installed with omegaconf
 
 # Shipped inside the package (gptbench/paper.yaml links to the checkout's results/paper.yaml).
 PAPER_NUMBERS = Path(str(importlib.resources.files("gptbench") / "paper.yaml"))
-SECTIONS = ("source", "tables", "previous_best", "zero_shot_sota", "pretraining")
+SECTIONS = ("source", "tables", "previous_best", "zero_shot_sota", "pretraining", "datasets")
 
 
 class PaperNumbersError(ValueError):
@@ -27,7 +28,7 @@ def load_paper_numbers(path: str | Path = PAPER_NUMBERS) -> dict:
 
     Raises :class:`PaperNumbersError`, naming the file, if it is missing, is not valid YAML, or
     lacks one of the top-level sections (source, tables, previous_best, zero_shot_sota,
-    pretraining).
+    pretraining, datasets).
     """
     path = Path(path)
     try:

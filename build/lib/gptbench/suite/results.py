@@ -76,3 +76,17 @@ def _write_curve(stage: Path, path: Path) -> None:
     writer.writeheader()
     writer.writerows(pretrain_curve(stage / "tb"))
     atomic_write_text(path, out.getvalue())
+
+
+def copy_predictions(cfg: ExperimentConfig, results: dict, run_file: Path) -> None:
+    """A finished fine-tune's per-example predictions (``predictions.json`` beside the results.json
+    that ``results`` was read from) into the results directory, beside its run file, where the
+    report reads them (gptbench.suite.report.read.predictions_path). Runs from before predictions
+    were recorded have none."""
+    from gptbench.suite.report.read import predictions_path
+
+    stage = cfg.run_dir / "finetune" / results["task"] / results["settings_key"] / f"seed{results['seed']}"
+    if (stage / "predictions.json").is_file():
+        target = predictions_path(run_file)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(target, (stage / "predictions.json").read_text(encoding="utf-8"))

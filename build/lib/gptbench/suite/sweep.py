@@ -219,6 +219,7 @@ def execute_run(run: Run, results_dir: str, threads: int | None = None) -> dict:
     Top-level and picklable: the same function runs in a local process pool and in submitit jobs."""
     import torch
 
+    from gptbench.suite.results import copy_predictions
     from gptbench.training.finetune import run_finetune
     from gptbench.tasks import SplitUnavailable
 
@@ -240,6 +241,8 @@ def execute_run(run: Run, results_dir: str, threads: int | None = None) -> dict:
             status = {**base, "status": "failed", "error": f"{type(e).__name__}: {e}".split("\n")[0], "log": str(log)}
     status.setdefault("wall_seconds", time.perf_counter() - start)
     status["torch_threads"] = torch.get_num_threads()
+    if status["status"] == "done":
+        copy_predictions(cfg, status, status_path(Path(results_dir), run))
     atomic_write_json(status_path(Path(results_dir), run), status)
     return status
 

@@ -76,12 +76,15 @@ class FinetuneModule(GradientClipping, RngStateMixin, L.LightningModule):
         total_steps: the schedule's length; default: the Trainer's number of optimizer steps.
         freeze_body: a linear probe: the network is frozen and kept in eval mode (no dropout), only
             the task head trains; needs ``lm_coef=0``.
+        compile: run the training step's forward and losses through ``torch.compile`` (batches are
+            padded to their longest sequence, so the sequence length is compiled as dynamic).
     """
 
     def __init__(self, model: LanguageModel | ModelConfig | dict, task: str | TaskSpec, *, lr: float = 6.25e-5,
                  lm_coef: float = 0.5, warmup_fraction: float = 0.002, clf_pdrop: float = 0.1,
                  weight_decay: float = 0.01, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 grad_clip: float = 1.0, total_steps: int | None = None, freeze_body: bool = False):  # fmt: skip
+                 grad_clip: float = 1.0, total_steps: int | None = None, freeze_body: bool = False,
+                 compile: bool = False):  # fmt: skip
         super().__init__()
         if not isinstance(model, nn.Module):
             model = build_model(model)
@@ -98,12 +101,13 @@ class FinetuneModule(GradientClipping, RngStateMixin, L.LightningModule):
             "model": model_spec(model), "task": task.name, "lr": lr, "lm_coef": lm_coef,
             "warmup_fraction": warmup_fraction, "clf_pdrop": clf_pdrop, "weight_decay": weight_decay,
             "betas": tuple(betas), "eps": eps, "grad_clip": grad_clip, "total_steps": total_steps,
-            "freeze_body": freeze_body,
+            "freeze_body": freeze_body, "compile": compile,
         })  # fmt: skip
         self.model, self.task = model, task
         self.lr, self.lm_coef, self.warmup_fraction = lr, lm_coef, warmup_fraction
         self.weight_decay, self.betas, self.eps, self.grad_clip = weight_decay, tuple(betas), eps, grad_clip
         self.total_steps, self.freeze_body = total_steps, freeze_body
+        self.training_losses = torch.compile(self.losses) if compile else self.losses
         model.requires_grad_(not freeze_body)
         self.head = TaskHead(model.config.n_embd, task.transformation, task.num_outputs, clf_pdrop,
                              model.config.initializer_range)  # fmt: skip
@@ -182,17 +186,23 @@ class FinetuneModule(GradientClipping, RngStateMixin, L.LightningModule):
         return logits.squeeze(-1) if self.task.labels is None else logits.argmax(-1)
 
     # ---- training and scoring ---------------------------------------------------------------
-    def training_step(self, batch, batch_idx):
+    def losses(self, batch: dict) -> dict[str, torch.Tensor]:
+        """L3 = L2 + lm_coef * L1 of a training batch: {"loss", "task_loss"[, "lm_loss"]}."""
         logits, hidden = self(batch["input_ids"], batch["attention_mask"])
-        task_loss = self.task_loss(logits, batch["labels"])
-        loss = task_loss
+        out = {"task_loss": self.task_loss(logits, batch["labels"])}
+        out["loss"] = out["task_loss"]
         if self.lm_coef > 0:
-            lm_loss = self.lm_loss(hidden, batch["input_ids"], batch["attention_mask"])
-            loss = task_loss + self.lm_coef * lm_loss
-            self.log("train/lm_loss", lm_loss)
-        self.log("train/task_loss", task_loss)
-        self.log("train/loss", loss, prog_bar=True)
-        return loss
+            out["lm_loss"] = self.lm_loss(hidden, batch["input_ids"], batch["attention_mask"])
+            out["loss"] = out["task_loss"] + self.lm_coef * out["lm_loss"]
+        return out
+
+    def training_step(self, batch, batch_idx):
+        losses = self.training_losses(batch)
+        if "lm_loss" in losses:
+            self.log("train/lm_loss", losses["lm_loss"])
+        self.log("train/task_loss", losses["task_loss"])
+        self.log("train/loss", losses["loss"], prog_bar=True)
+        return losses["loss"]
 
     def _split_names(self, kind: str) -> list[str]:
         """The splits behind the dataloaders of ``kind`` (eval/test/predict), in order: the data
@@ -284,7 +294,8 @@ def initial_module(cfg: ExperimentConfig) -> tuple[FinetuneModule, Tokenizer, st
     if f.init == "none":
         tokenizer = run_tokenizer(cfg)
         config = cfg.network_config(tokenizer.vocab_size, tokenizer.n_special)
-        return FinetuneModule(config, task, **optimisation_hparams(f)), tokenizer, "none (random initialisation)"
+        module = FinetuneModule(config, task, **optimisation_hparams(f), compile=cfg.trainer.compile)
+        return module, tokenizer, "none (random initialisation)"
     path = pretrain_dir(cfg) / "model" if f.init == "pretrained" else Path(f.init)
     if not path.exists():
         raise ConfigError(f"finetune.init=pretrained: {path} does not exist; run `gptbench pretrain` first")
@@ -301,7 +312,8 @@ def initial_module(cfg: ExperimentConfig) -> tuple[FinetuneModule, Tokenizer, st
         raise CheckpointError(
             f"{path}: model vocabulary {model.config.vocab_size} != tokenizer vocabulary {tokenizer.vocab_size}"
         )
-    module = FinetuneModule.from_pretrained(model, task, n_transfer=f.n_transfer, **optimisation_hparams(f))
+    module = FinetuneModule.from_pretrained(model, task, n_transfer=f.n_transfer, **optimisation_hparams(f),
+                                            compile=cfg.trainer.compile)  # fmt: skip
     return module, tokenizer, str(path)
 
 
@@ -360,6 +372,36 @@ def run_finetune(cfg: ExperimentConfig) -> dict:
     stage_dir = finetune_dir(cfg)
     with run_lock(stage_dir):
         return _finetune(cfg, task, stage_dir, data_root, select)
+
+
+@torch.no_grad()
+def write_predictions(module: FinetuneModule, data, task: TaskSpec, data_root: Path | None, path: Path,
+                      results: dict) -> None:  # fmt: skip
+    """The reported splits' per-example predictions, for the report's bootstrap and one-class flags:
+    ``{"task", "splits": {split: {"index", "prediction", "gold"[, "group"], "examples",
+    "full_examples"}}}``, ``index`` the example's position in the scored subset, ``prediction`` a
+    label index (a score, 4 decimals, for regression). Also records each split's full size (before
+    subsampling) in ``results["splits"][split]["full_examples"]``."""
+    from gptbench.data.task_data import collate, read_split
+
+    was_training, device = module.training, next(module.parameters()).device
+    module.eval()
+    splits = {}
+    for split in [*data.report_splits, *data.test_splits]:
+        preds, gold, groups = [], [], []
+        for batch in torch.utils.data.DataLoader(data.splits[split], batch_size=data.batch_size, collate_fn=collate):
+            logits, _ = module(batch["input_ids"].to(device), batch["attention_mask"].to(device))
+            preds += module.predictions(logits).cpu().tolist()
+            gold += batch["labels"].tolist()
+            groups += batch["groups"].tolist() if "groups" in batch else []
+        if task.labels is None:
+            preds, gold = [round(p, 4) for p in preds], [round(g, 4) for g in gold]
+        full = len(read_split(task, split, data_root, data.sources.get(split))[0])
+        results["splits"][split]["full_examples"] = full
+        splits[split] = {"examples": len(preds), "full_examples": full, "index": list(range(len(preds))),
+                         "prediction": preds, "gold": gold, **({"group": groups} if groups else {})}  # fmt: skip
+    module.train(was_training)
+    atomic_write_json(path, {"task": task.name, "groups": list(task.groups), "splits": splits})
 
 
 def _finetune(cfg: ExperimentConfig, task: TaskSpec, stage_dir: Path, data_root: Path | None, select: str) -> dict:
@@ -456,6 +498,7 @@ def _finetune(cfg: ExperimentConfig, task: TaskSpec, stage_dir: Path, data_root:
     # The reported checkpoint, loadable in a line (TaskModel.from_pretrained), before the results
     # that mark the run finished.
     TaskModel(module.model, module.head, task, tokenizer).save_pretrained(stage_dir / "model", results)
+    write_predictions(module, data, task, data_root, stage_dir / "predictions.json", results)
     atomic_write_json(stage_dir / "results.json", results)
     if (Path(init_source).parent / "metrics.json").is_file():  # a gptbench pre-training: its card lists this run
         write_model_card(init_source)

@@ -1,0 +1,76 @@
+"""The leaderboard: our results beside the paper's Tables 2-5, regenerated from result files alone.
+
+``write_report(results_dir)`` reads what the sweep runner left in ``results_dir`` (no training, no
+model) and writes ``leaderboard.md``, ``leaderboard.html`` (figures embedded), ``leaderboard.json``,
+``leaderboard.csv`` (one row per cell) and PNG figures under ``figures/``. Input layout, every file
+optional but the directory::
+
+    provenance.json        {"preset", "model", "parameters", "tokenizer", "corpus", "pretrain",
+                            "lstm_pretrain", "bert_pretrain", "git_commit", "machine",
+                            "wall_seconds"}: shown as far as present
+    pretrain_curve.csv     step,train_loss,val_loss,val_ppl (val_* empty on rows without validation)
+    pretrain_curve_lstm.csv, pretrain_curve_bert.csv
+                           the same for the LSTM of Table 5 and the BERT-style encoder, if pre-trained
+    runs/<table>/<task>/<variant>/seed<N>.json
+                           one fine-tuning run, "status" done | failed | unavailable; <table> is a
+                           table id of results/paper.yaml, <variant> "full", "bert" (the encoder,
+                           "BERT-style encoder, same budget") or a Table 5 variant
+    figure2.json           {"layers": [...], "zero_shot": [...], "notes": [...]}, see load_figure2
+                           (written by gptbench.suite.figure2 from the Figure 2 sweeps' files)
+
+Our metrics are fractions; every number shown, and every number in the JSON and CSV, is in percent
+like the paper's. A cell is the median over seeds. The same inputs give byte-identical Markdown,
+JSON and CSV: nothing depends on the clock or on the order a directory lists its files in.
+
+The stages are modules: ``read`` (the files), ``tables`` (cells, tables, claims: leaderboard.json),
+``write`` (Markdown, HTML, CSV) and ``figures`` (PNGs).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from gptbench.io import atomic_write_bytes, atomic_write_text
+from gptbench.suite.paper import load_paper_numbers
+from gptbench.suite.report.figures import render_figures
+from gptbench.suite.report.read import CURVE_FILES, load_figure2, load_pretrain_curve, stage_wall_seconds
+from gptbench.suite.report.tables import build_leaderboard
+from gptbench.suite.report.write import (
+    format_leaderboard_csv,
+    format_leaderboard_html,
+    format_leaderboard_markdown,
+    leaderboard_blocks,
+    provenance_lines,
+)
+
+__all__ = ["write_report", "build_leaderboard", "load_figure2", "stage_wall_seconds", "provenance_lines"]
+
+
+
+def write_report(results_dir: str | Path, paper: dict | None = None) -> list[Path]:
+    """Write the leaderboard (md, html, json, csv) and its figures into ``results_dir``.
+
+    Reads only result files (see the module docstring) and ``paper`` (default: results/paper.yaml).
+    Returns the paths written, sorted. Raises ValueError naming the file for a missing directory, a
+    run file that is not JSON or lacks "status", or any other malformed input.
+    """
+    results_dir = Path(results_dir)
+    if not results_dir.is_dir():
+        raise ValueError(f"{results_dir}: results directory not found")
+    paper = paper or load_paper_numbers()
+    curves = {arch: load_pretrain_curve(results_dir, name) for arch, name in CURVE_FILES.items()}
+    board = build_leaderboard(results_dir, paper, curves)
+    figures = render_figures(board, curves)
+    blocks = leaderboard_blocks(board, figures)
+    outputs = {
+        "leaderboard.md": format_leaderboard_markdown(blocks),
+        "leaderboard.html": format_leaderboard_html(blocks, figures),
+        "leaderboard.json": json.dumps(board, indent=2, sort_keys=True, ensure_ascii=False) + "\n",
+        "leaderboard.csv": format_leaderboard_csv(board),
+    }
+    for name, text in outputs.items():
+        atomic_write_text(results_dir / name, text)
+    for name, data in figures.items():
+        atomic_write_bytes(results_dir / name, data)
+    return sorted(results_dir / name for name in [*outputs, *figures])
