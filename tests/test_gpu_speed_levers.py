@@ -167,3 +167,32 @@ def test_compiled_finetuning_losses_equal_eager_across_batch_lengths():
         a["loss"].backward(), b["loss"].backward()
         for (name, p), q in zip(eager.named_parameters(), compiled.parameters()):
             torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-6, msg=f"{name} at T={T}")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: GPT-1's 40,481-row head on cuBLAS")
+def test_padded_head_on_cuda_gives_the_unpadded_logits_at_gpt1s_vocabulary():
+    """At GPT-1's vocabulary the padded and unpadded products run different cuBLAS kernels (that is
+    the point); in fp32 they agree to rounding, under bf16 autocast to bf16's resolution."""
+    torch.manual_seed(0)
+    hidden = torch.randn(8, 512, 768, device="cuda")
+    table = torch.randn(40481, 768, device="cuda") * 0.02
+    plain = F.linear(hidden, table)
+    torch.testing.assert_close(tied_logits(hidden, table, 64), plain, rtol=1e-5, atol=1e-5)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        a, b = F.linear(hidden, table), tied_logits(hidden, table, 64)
+    assert a.shape == b.shape == (8, 512, 40481)
+    torch.testing.assert_close(b.float(), a.float(), rtol=1.6e-2, atol=1e-2)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_compiled_training_loss_on_cuda_equals_eager_without_dropout():
+    config = GPTConfig(vocab_size=40478, n_ctx=128, n_embd=256, n_layer=2, n_head=4, embd_pdrop=0, attn_pdrop=0,
+                       resid_pdrop=0, pad_vocab_multiple=64)  # fmt: skip
+    torch.manual_seed(0)
+    eager = PretrainModule(config).cuda()
+    compiled = PretrainModule(config, compile=True).cuda()
+    compiled.load_state_dict(eager.state_dict())
+    x = torch.randint(0, 40478, (8, 129), device="cuda")
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        a, b = eager.training_loss(x[:, :-1], x[:, 1:]), compiled.training_loss(x[:, :-1], x[:, 1:])
+    torch.testing.assert_close(b, a, rtol=1e-3, atol=1e-3)
