@@ -115,6 +115,9 @@ def test_jobs_run_side_by_side_with_the_cores_divided(pretrained, tmp_path):
     got = statuses(results)
     assert [s["status"] for s in got.values()] == ["done", "done"]
     assert {s["torch_threads"] for s in got.values()} == {max(1, (os.cpu_count() or 1) // 2)}
+    for status in got.values():  # two runs at once kept apart: each status is its own saved model's score
+        rescored = rescored_accuracy(saved_model(pretrained_model(pretrained).parents[1], status), status, "dev")
+        assert status["metrics"]["dev"]["accuracy"] == pytest.approx(rescored, abs=1e-6), status["seed"]
 
 
 def test_kill_9_mid_sweep_then_rerun_equals_an_uninterrupted_sweep(pretrained, tmp_path):
