@@ -152,7 +152,8 @@ def test_kill_9_mid_sweep_then_rerun_equals_an_uninterrupted_sweep(pretrained, t
     os.killpg(process.pid, signal.SIGKILL)  # the sweep and its workers, with no chance to clean up
     process.wait()
     assert sorted(statuses(killed)) == ["table2_nli/rte/full/seed1.json"]  # the first run done, not the second
-    (checkpoints,) = (pretrained_model(pretrained).parents[2] / "killed" / "finetune" / "rte").glob("*/seed2/checkpoints")
+    killed_runs = pretrained_model(pretrained).parents[2] / "killed" / "finetune" / "rte"
+    (checkpoints,) = killed_runs.glob("*/seed2/checkpoints")
     assert checkpoint_step(latest_checkpoint(checkpoints)) == 10  # the rerun resumes there
     assert sweep("killed", killed).wait(timeout=600) == 0
 
