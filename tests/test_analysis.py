@@ -4,7 +4,9 @@ import json
 
 import pytest
 import torch
-from conftest import DATA
+from conftest import DATA, pretrained_model
+from rescoring import rescored_accuracy, saved_model
+from sklearn.metrics import accuracy_score
 
 from gptbench.config import ConfigError, load_config
 from gptbench.evaluation import zeroshot as zs
@@ -103,7 +105,9 @@ def test_lstm_pretrains_and_finetunes_through_the_same_commands(pretrained, caps
     cfg = load_config("smoke", [*lstm, "finetune.task=rte", "finetune.n_transfer=0", "finetune.score_train=true"])
     results = json.loads((finetune_dir(cfg) / "results.json").read_text())
     assert finetune_dir(cfg).parent.name.startswith("lstm-pretrained-transfer0-")
-    assert 0 <= results["metrics"]["dev"]["accuracy"] <= 1 and "accuracy" in results["metrics"]["train"]
+    for split in ("dev", "train"):  # the saved LSTM, re-scored by scikit-learn on the same examples
+        rescored = rescored_accuracy(finetune_dir(cfg) / "model", results, split)
+        assert results["metrics"][split]["accuracy"] == pytest.approx(rescored, abs=1e-6), split
     assert results["splits"]["train"]["examples"] == 96  # max_train_examples of the tiny overrides
     assert results["init"].endswith("model")
     # random initialisation of the same LSTM (Table 5's "no pre-training" for the LSTM)
@@ -121,7 +125,14 @@ def test_zero_shot_on_an_lstm_checkpoint(pretrained):
     model, tok = load_model_and_tokenizer(pretrain_dir(cfg) / "snapshots" / "step12", device="cpu")
     assert isinstance(model, LSTMLM) and not model.training
     results = zs.evaluate_zero_shot(model, tok, ["sst2", "race"], DATA, max_examples=6)
-    assert results["sst2"]["n"] == 6 and 0 <= results["race"]["score"] <= 1
+    assert results["sst2"]["n"] == results["race"]["n"] == 6
+    # The reported scores against predictions made the other way (one full sequence per candidate
+    # instead of the shared prefix's state), scored by scikit-learn.
+    for task, predict in (("sst2", zs.sst2_predict), ("race", zs.race_predict)):
+        records = zs._read(task, "dev", DATA, 6)
+        inputs = [r["text"] for r in records] if task == "sst2" else records
+        expected = accuracy_score([r["label"] for r in records], predict(model, tok, inputs, shared=False))
+        assert results[task]["score"] == pytest.approx(expected, abs=1e-9), task
     shared = zs.race_scores(model, tok, zs._read("race", "dev", DATA, 2)[0], shared=True)
     naive = zs.race_scores(model, tok, zs._read("race", "dev", DATA, 2)[0], shared=False)
     assert shared == pytest.approx(naive, abs=1e-4)
@@ -139,7 +150,15 @@ def test_figure2_sweeps_write_the_figure_and_resume(pretrained, tmp_path, capsys
                                           "finetune.epochs=1", "finetune.max_train_examples=48"])  # fmt: skip
     figure2 = json.loads((results / "figure2.json").read_text())
     assert [(p["task"], p["n_layers"]) for p in figure2["layers"]] == [("rte", 0), ("rte", 1), ("rte", 2)]
-    assert all(0 <= p["score"] <= 1 and 0 <= p["train_score"] <= 1 for p in figure2["layers"])
+    # Each point is its run's dev and train accuracy (one seed: the median is the run), which the
+    # run's saved model gives again, re-scored by scikit-learn on the same examples.
+    run_dir = pretrained_model(pretrained).parents[1]  # runs/tiny
+    for point in figure2["layers"]:
+        (status_file,) = (results / "runs/figure2_layers").glob(f"*/transfer{point['n_layers']}/seed*.json")
+        status = json.loads(status_file.read_text())
+        model = saved_model(run_dir, status)
+        assert point["score"] == pytest.approx(rescored_accuracy(model, status, "dev"), abs=1e-6)
+        assert point["train_score"] == pytest.approx(rescored_accuracy(model, status, "train"), abs=1e-6)
     assert any("rte stands in for mnli" in note for note in figure2["notes"])
 
     assert load_zero_shot_curve("figure2_zeroshot").architectures == ("transformer", "lstm")

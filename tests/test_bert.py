@@ -6,10 +6,10 @@ import json
 import pytest
 import torch
 
-from gptbench import GPT, GPTConfig
+import gptbench
+from gptbench import BERT, GPT, BertConfig, GPTConfig
 from gptbench.errors import NoNextTokenModel
 from gptbench.models import build_model, load_pretrained, model_spec
-from gptbench.models.bert import BERT, BertConfig
 from gptbench.models.checkpoints import CheckpointError
 
 transformers = pytest.importorskip("transformers")
@@ -65,8 +65,8 @@ def hf_logits(model, ids, mask, segments):
 
 def test_loads_transformers_bert_with_identical_logits(tmp_path):
     hf = saved_hf_bert(tmp_path)
-    ours = load_pretrained(tmp_path).eval()
-    assert isinstance(ours, BERT)
+    ours = BERT.from_pretrained(tmp_path).eval()
+    assert isinstance(load_pretrained(tmp_path), BERT)  # the loader of any network finds it too
     assert (ours.config.vocab_size, ours.config.n_special, ours.config.n_inner) == (99, 0, 48)
     ids, mask, segments, lengths = padded_batch(99)
     with torch.no_grad():
@@ -107,12 +107,34 @@ def test_save_pretrained_round_trips_through_transformers(tmp_path):
         pooled = base(input_ids=ids, attention_mask=mask, token_type_ids=segments).pooler_output
     assert (ours.pooler(hidden) - pooled).abs().max().item() <= 1e-4
 
-    again = load_pretrained(tmp_path).eval()
+    again = BERT.from_pretrained(tmp_path).eval()
     assert again.config == ours.config
     with torch.no_grad():
         again_hidden, _ = again(ids, mask, token_type_ids=segments)
         torch.testing.assert_close(again.lm_logits(ids, mask, segments), logits, rtol=0, atol=0)
     torch.testing.assert_close(again.pooler(again_hidden), ours.pooler(hidden), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", ["GPT", "LSTMLM", "BERT"])
+def test_every_network_loads_its_own_export_and_refuses_another(name, tmp_path):
+    """One way for all three networks: ``gptbench.<Network>.from_pretrained`` reads the network's
+    ``save_pretrained`` export back with the same outputs, and refuses another network's export,
+    naming what it holds."""
+    torch.manual_seed(0)
+    networks = {"GPT": GPT(GPTConfig(**SIZES)), "BERT": BERT(BertConfig(**SIZES, n_special=4)),
+                "LSTMLM": gptbench.LSTMLM(gptbench.LSTMConfig(vocab_size=99, n_ctx=32, n_embd=32, n_hidden=40))}
+    for network_name, network in networks.items():
+        perturb(network).eval().save_pretrained(tmp_path / network_name)
+    network_cls = getattr(gptbench, name)
+    again = network_cls.from_pretrained(tmp_path / name).eval()
+    assert type(again) is network_cls
+    ids = torch.randint(0, 99, (2, 10))
+    with torch.no_grad():
+        torch.testing.assert_close(again.lm_logits(ids), networks[name].lm_logits(ids), rtol=0, atol=0)
+    for other in networks.keys() - {name}:
+        with pytest.raises(CheckpointError, match=rf"{other}: holds a {other}, not a {name}; load it with "
+                                                  rf"{other}\.from_pretrained"):  # fmt: skip
+            network_cls.from_pretrained(tmp_path / other)
 
 
 def test_missing_pooler_is_freshly_initialised_but_missing_mlm_head_is_an_error(tmp_path):

@@ -1,4 +1,6 @@
+import io
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -6,12 +8,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import DATA, pretrained_model
+from lightning.pytorch.callbacks import TQDMProgressBar
+from rescoring import rescored_accuracy
 from test_pretrain import crash_at
 
 import gptbench.training.finetune as finetune
 from gptbench import GPT, GPTConfig
 from gptbench.config import load_config
 from gptbench.tasks import get_task
+from gptbench.training.common import LineProgress, progress_bar
 
 
 def stage_results(cfg, task="sst2") -> Path:
@@ -26,7 +31,9 @@ def test_sst2_end_to_end(pretrained):
     saved = json.loads(stage_results(cfg).read_text())
     assert saved == results
     assert set(saved["metrics"]) == set(saved["metrics_last_epoch"]) == {"dev"}
-    assert 0.0 <= saved["metrics"]["dev"]["accuracy"] <= 1.0
+    # The saved model, re-scored on the same 64 dev examples by scikit-learn, gives the reported number.
+    model = stage_results(cfg).parent / "model"
+    assert saved["metrics"]["dev"]["accuracy"] == pytest.approx(rescored_accuracy(model, saved, "dev"), abs=1e-6)
     # Selection on a held-out slice of train (SST-2 reports dev): 10% of 67,349 capped at 2,000,
     # then max_eval_examples=64 of it; training uses 96 of the rest.
     assert {k: v["examples"] for k, v in saved["splits"].items()} == {"train": 96, "holdout": 64, "dev": 64}
@@ -34,7 +41,8 @@ def test_sst2_end_to_end(pretrained):
     assert saved["selection"] | {"best_epoch": 0, "best_step": 0, "score": 0.5} == {
         "protocol": "holdout", "split": "holdout", "metric": "accuracy", "best_epoch": 0, "best_step": 0,
         "score": 0.5, "holdout_examples": 64}  # fmt: skip
-    assert 0.0 <= saved["selection"]["score"] <= 1.0  # the chosen epoch's holdout accuracy
+    # the chosen epoch's holdout accuracy: the saved model is that epoch's, so it re-scores the same
+    assert saved["selection"]["score"] == pytest.approx(rescored_accuracy(model, saved, "holdout"), abs=1e-6)
     assert saved["selection"]["best_epoch"] in (0, 1) and saved["reported_splits"] == ["dev"]
     assert saved["substitutions"] == {} and saved["unavailable"] == {}
     assert "pretrain/" in saved["init"] and saved["init"].endswith("/model")
@@ -45,6 +53,31 @@ def test_sst2_end_to_end(pretrained):
     assert hparams["hp/last_epoch/dev/accuracy"] == pytest.approx(saved["metrics_last_epoch"]["dev"]["accuracy"])
     # training, the final scoring and the HParams entry are one TensorBoard event file
     assert len(list((stage_results(cfg).parent / "tb").glob("events.out.tfevents.*"))) == 1
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_off_a_terminal_is_one_line_per_logging_interval(pretrained, capsys):
+    """Output that is not a terminal (here pytest's capture; sweep logs, SLURM, CI) gets a line per
+    logging interval instead of a redrawn bar. SST-2's 96 training examples in batches of 16 are 6
+    steps an epoch, logged every max(1, 6 // 4) = 1 step: 2 epochs print steps 1..12."""
+    assert isinstance(progress_bar(Terminal()), TQDMProgressBar)
+    assert isinstance(progress_bar(io.StringIO()), LineProgress)
+    cfg = load_config("smoke", pretrained + ["finetune.task=sst2", "name=progress",
+                                             f"finetune.init={pretrained_model(pretrained)}"])  # fmt: skip
+    capsys.readouterr()
+    finetune.run_finetune(cfg)
+    out = capsys.readouterr().out  # where Lightning's bar would redraw itself
+    assert "\r" not in out
+    lines = [line for line in out.splitlines() if line.startswith("epoch ")]
+    pattern = r"epoch (\d) +step (\d+)/12 +loss \d+\.\d{4} +tokens/s [\d,]+ +ETA \d:\d\d:\d\d"
+    fields = [re.fullmatch(pattern, line) for line in lines]
+    assert all(fields), lines
+    assert [(int(m[1]), int(m[2])) for m in fields] == [(0 if step <= 6 else 1, step) for step in range(1, 13)]
+    assert lines[-1].endswith("ETA 0:00:00")
 
 
 def hparams_in_tensorboard(tb_dir: Path) -> dict:

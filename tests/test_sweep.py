@@ -10,10 +10,14 @@ from pathlib import Path
 
 import pytest
 from conftest import pretrained_model
+from rescoring import rescored_accuracy, saved_model
 
 from gptbench.config import ConfigError, load_config
 from gptbench.suite.paper import load_paper_numbers
 from gptbench.suite.sweep import expand, load_table, run_sweep, split_overrides
+from gptbench.training.common import checkpoint_step, latest_checkpoint
+
+PAUSE_HOOK = Path(__file__).resolve().parent / "pause_hook"
 
 
 def test_paper_tables_expand_into_runs():
@@ -77,7 +81,9 @@ def test_sweep_records_done_unavailable_failed_and_skips_finished_runs(pretraine
     assert sorted(got) == ["table2_nli/mnli/broken/seed7.json", "table2_nli/mnli/full/seed7.json",
                            "table2_nli/rte/broken/seed7.json", "table2_nli/rte/full/seed7.json"]  # fmt: skip
     assert got["table2_nli/rte/full/seed7.json"]["status"] == "done" and got["table2_nli/rte/full/seed7.json"]["seed"] == 7
-    assert 0 <= got["table2_nli/rte/full/seed7.json"]["metrics"]["dev"]["accuracy"] <= 1
+    done = got["table2_nli/rte/full/seed7.json"]  # the run's saved model, re-scored by scikit-learn, agrees
+    rescored = rescored_accuracy(saved_model(pretrained_model(pretrained).parents[1], done), done, "dev")
+    assert done["metrics"]["dev"]["accuracy"] == pytest.approx(rescored, abs=1e-6)
     assert got["table2_nli/mnli/full/seed7.json"]["status"] == "unavailable"
     assert "MNLI/train.tsv: not found" in got["table2_nli/mnli/full/seed7.json"]["reason"]
     failed = got["table2_nli/rte/broken/seed7.json"]
@@ -109,40 +115,47 @@ def test_jobs_run_side_by_side_with_the_cores_divided(pretrained, tmp_path):
     got = statuses(results)
     assert [s["status"] for s in got.values()] == ["done", "done"]
     assert {s["torch_threads"] for s in got.values()} == {max(1, (os.cpu_count() or 1) // 2)}
+    for status in got.values():  # two runs at once kept apart: each status is its own saved model's score
+        rescored = rescored_accuracy(saved_model(pretrained_model(pretrained).parents[1], status), status, "dev")
+        assert status["metrics"]["dev"]["accuracy"] == pytest.approx(rescored, abs=1e-6), status["seed"]
 
 
 def test_kill_9_mid_sweep_then_rerun_equals_an_uninterrupted_sweep(pretrained, tmp_path):
+    """kill -9 of the whole sweep while its second run is mid-training, then a rerun: the results of
+    a sweep never interrupted, and no half-written file. The moment does not depend on the machine's
+    speed: tests/pause_hook holds the second run after step 15 of its 30 (mid-way through its second
+    epoch, after the first epoch's checkpoint at step 10) and says so with a marker file."""
     init = f"finetune.init={pretrained_model(pretrained)}"
     table = write_table(tmp_path / "k.yaml", ["rte"], [1, 2], {"full": []})
     base = [*pretrained, init, "finetune.epochs=3", "finetune.max_train_examples=160"]
 
-    def sweep(name: str, results: Path) -> subprocess.Popen:
+    def sweep(name: str, results: Path, pause: str | None = None) -> subprocess.Popen:
         cmd = [sys.executable, "-m", "gptbench.cli", "sweep", str(table), "smoke", *base, f"name={name}",
                f"results_dir={results}"]  # fmt: skip
-        return subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        env = dict(os.environ)
+        if pause:
+            path = [str(PAUSE_HOOK), *filter(None, [env.get("PYTHONPATH")])]
+            env |= {"GPTBENCH_TEST_PAUSE": pause, "PYTHONPATH": os.pathsep.join(path)}
+        return subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                env=env)  # fmt: skip
 
     straight = tmp_path / "straight"
-    t0 = time.perf_counter()
     assert sweep("straight", straight).wait(timeout=600) == 0
-    t_straight = time.perf_counter() - t0
 
-    killed = tmp_path / "killed"
-    t0 = time.perf_counter()
-    process = sweep("killed", killed)
-    first = killed / "runs/table2_nli/rte/full/seed1.json"
-    runs_dir = Path(next(o.split("=", 1)[1] for o in pretrained if o.startswith("runs_dir=")))
-    second = runs_dir / "killed" / "finetune" / "rte"
-    deadline = time.time() + 300
-    # the first run is done and the second has written its first epoch's checkpoint: mid-training
-    while not (first.is_file() and list(second.glob("*/seed2/checkpoints/epoch0-*.ckpt"))) and time.time() < deadline:
+    killed, paused = tmp_path / "killed", tmp_path / "paused"
+    process = sweep("killed", killed, pause=f"2:15:{paused}")
+    deadline = time.time() + 600
+    while not paused.is_file():
+        assert process.poll() is None, f"the sweep exited ({process.returncode}) before its second run reached step 15"
+        assert time.time() < deadline, "the second run did not reach step 15 in 600 s"
         time.sleep(0.05)
     os.killpg(process.pid, signal.SIGKILL)  # the sweep and its workers, with no chance to clean up
     process.wait()
-    assert not (killed / "runs/table2_nli/rte/full/seed2.json").is_file()
-    t_killed = time.perf_counter() - t0
-    t0 = time.perf_counter()
+    assert sorted(statuses(killed)) == ["table2_nli/rte/full/seed1.json"]  # the first run done, not the second
+    killed_runs = pretrained_model(pretrained).parents[2] / "killed" / "finetune" / "rte"
+    (checkpoints,) = killed_runs.glob("*/seed2/checkpoints")
+    assert checkpoint_step(latest_checkpoint(checkpoints)) == 10  # the rerun resumes there
     assert sweep("killed", killed).wait(timeout=600) == 0
-    print(f"uninterrupted sweep {t_straight:.0f} s; killed after {t_killed:.0f} s, rerun {time.perf_counter() - t0:.0f} s")
 
     a, b = statuses(straight), statuses(killed)
     assert sorted(a) == sorted(b) == ["table2_nli/rte/full/seed1.json", "table2_nli/rte/full/seed2.json"]

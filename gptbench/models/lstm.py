@@ -33,6 +33,7 @@ import torch.nn.functional as F
 
 from gptbench.models.decoding import GenerationMixin
 from gptbench.models.gpt import check_pad_vocab_multiple, tied_logits
+from gptbench.models.pretrained import PretrainedMixin
 
 # The (h, c) state after the prefix: h (n_layer, B, E), c (n_layer, B, H).
 LSTMState = tuple[torch.Tensor, torch.Tensor]
@@ -75,7 +76,7 @@ class LSTMConfig:
         return self.vocab_size + self.n_special
 
 
-class LSTMLM(nn.Module, GenerationMixin):
+class LSTMLM(nn.Module, GenerationMixin, PretrainedMixin):
     """Token embedding -> ``n_layer`` LSTM layers of ``n_hidden`` units projected to ``n_embd`` ->
     tied LM head. Same calls as GPT (see the module docstring)."""
 
@@ -143,9 +144,3 @@ class LSTMLM(nn.Module, GenerationMixin):
         v = self.config.vocab_size
         with torch.no_grad():
             self.tokens_embed.weight[v:].normal_(0.0, self.config.initializer_range)
-
-    def save_pretrained(self, directory) -> None:
-        """gptbench's format: config.json (model_type gptbench-lstm) + model.safetensors."""
-        from gptbench.models.checkpoints import save_pretrained
-
-        save_pretrained(self, directory)

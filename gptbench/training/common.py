@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import datetime
 import math
 import random
+import sys
 import time
 from pathlib import Path
 
@@ -14,6 +16,7 @@ from lightning.pytorch.callbacks import (
     Callback,
     LearningRateMonitor,
     ModelCheckpoint,
+    ProgressBar,
     TQDMProgressBar,
 )
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -281,6 +284,56 @@ def checkpoint_step(path: Path | None) -> int | None:
     return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["global_step"])
 
 
+class LineProgress(ProgressBar):
+    """Progress for output that is not a terminal (sweep logs, SLURM, CI): one line per logging
+    interval, ``epoch E step S/N  loss L  tokens/s T  ETA H:MM:SS``, and no carriage returns (a
+    redrawn bar leaves hundreds of partial lines in a log file). The tokens/s field is there when
+    ``train/tokens_per_sec`` is logged; the ETA extrapolates this session's steps per second."""
+
+    def __init__(self, stream=None):
+        super().__init__()
+        self.stream = stream  # None: sys.stdout at the time of printing
+        self._enabled = True
+        self._last_step = -1
+        self._start: tuple[float, int] = (0.0, 0)  # (time, global step) when this session began
+
+    def disable(self) -> None:
+        self._enabled = False
+
+    def enable(self) -> None:
+        self._enabled = True
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._start = (time.perf_counter(), trainer.global_step)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        if not self._enabled or step == self._last_step or step % max(1, trainer.log_every_n_steps):
+            return
+        self._last_step = step
+        print(self.line(trainer), file=self.stream or sys.stdout, flush=True)
+
+    def line(self, trainer) -> str:
+        step, total = trainer.global_step, trainer.estimated_stepping_batches
+        metrics = trainer.callback_metrics
+        fields = [f"epoch {trainer.current_epoch}", f"step {step}" + (f"/{total}" if math.isfinite(total) else "")]
+        if "train/loss" in metrics:
+            fields.append(f"loss {float(metrics['train/loss']):.4f}")
+        if "train/tokens_per_sec" in metrics:
+            fields.append(f"tokens/s {float(metrics['train/tokens_per_sec']):,.0f}")
+        start, step0 = self._start
+        if math.isfinite(total) and step > step0:
+            eta = (time.perf_counter() - start) / (step - step0) * max(0, total - step)
+            fields.append(f"ETA {datetime.timedelta(seconds=round(eta))}")
+        return "  ".join(fields)
+
+
+def progress_bar(stream=None) -> ProgressBar:
+    """Lightning's redrawn bar on a terminal; :class:`LineProgress` anywhere else. ``stream``:
+    where progress goes; by default standard output, where Lightning's bar writes too."""
+    return TQDMProgressBar(refresh_rate=10) if (stream or sys.stdout).isatty() else LineProgress(stream)
+
+
 def make_trainer(
     run_dir: Path,
     trainer_cfg: TrainerConfig,
@@ -291,6 +344,7 @@ def make_trainer(
 ) -> L.Trainer:
     """A Trainer writing TensorBoard logs to ``run_dir/tb`` and checkpoints to
     ``run_dir/checkpoints``; an exception (Ctrl-C included) leaves ``on_exception.ckpt``.
+    Progress is a bar on a terminal, one line per logging interval elsewhere (:func:`progress_bar`).
 
     Resuming from ``resume_from``, TensorBoard is told to drop what the interrupted session logged
     at or after the checkpoint's step (``purge_step``): those steps are trained and logged again,
@@ -313,8 +367,8 @@ def make_trainer(
             StopOnNonFiniteLoss(run_dir / "checkpoints"),
             FlushLogsWithCheckpoints(),
             LearningRateMonitor(logging_interval="step"),
-            TQDMProgressBar(refresh_rate=10),
             *extra_callbacks,
+            progress_bar(),  # after the callbacks that log: its line shows this interval's values
         ],
         enable_model_summary=False,
         **kwargs,
