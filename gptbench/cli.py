@@ -7,6 +7,7 @@ key=value overrides, e.g. gptbench finetune smoke finetune.task=sst2 finetune.lm
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -304,6 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if not sys.stderr.isatty():  # logs of sweeps, SLURM, CI: no progress bars from datasets' encoding either
+        os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     try:
         args.fn(args)
     except USER_ERRORS as e:
