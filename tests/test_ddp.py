@@ -93,6 +93,34 @@ def test_ddp_evaluation_scores_every_example_once_and_gathers_predictions(cache_
 # ---- item: the BERT encoder trains under DDP, and its files are written once ----------------------------------
 
 
+def test_every_trained_parameter_of_the_encoder_gets_a_gradient():
+    """What DDP (without find_unused_parameters) needs of every step, checked on one process:
+    each parameter that requires a gradient gets one. The pooler in masked-LM pre-training and the
+    masked-LM head in fine-tuning with lm_coef=0 got none."""
+    import gptbench
+    from gptbench.models.bert import BertConfig
+
+    def untrained(module, loss) -> list[str]:
+        loss.backward()
+        return [name for name, p in module.named_parameters() if p.requires_grad and p.grad is None]
+
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=50, n_special=4, n_ctx=16, n_embd=16, n_layer=1, n_head=2)
+    pretraining = gptbench.PretrainModule(config)
+    windows = torch.randint(50, (4, 16))
+    assert untrained(pretraining, pretraining.training_step((windows, windows), 0)) == []
+    assert not pretraining.model.pooler_dense.weight.requires_grad
+
+    ids = torch.cat([torch.full((4, 1, 1), config.cls_token_id), torch.randint(50, (4, 1, 14)),
+                     torch.full((4, 1, 1), config.sep_token_id)], dim=2)  # fmt: skip
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": torch.tensor([0, 1, 0, 1])}
+    for lm_coef in (0.0, 0.5):
+        finetuning = gptbench.FinetuneModule(config, "rte", lm_coef=lm_coef)
+        assert untrained(finetuning, finetuning.training_step(batch, 0)) == []
+        assert finetuning.model.mlm_bias.requires_grad == (lm_coef > 0)  # trained when the auxiliary loss reads it
+
+
+
 def written_files_log(root: Path, log: Path) -> None:
     """Record every file this process opens for writing, or renames into place, under ``root``
     (an audit hook: it sees every writer), into ``log``/rank<LOCAL_RANK>.json at exit."""
