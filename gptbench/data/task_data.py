@@ -267,6 +267,9 @@ class TaskDataModule(L.LightningDataModule):
     - ``predict``: the unlabelled test files of the GLUE server (``predict_splits``), in file
       order, never subsampled, each batch carrying the examples' ``index``.
 
+    Under DDP each process trains on its share of the shuffled order and scores a share of every
+    evaluation, test and prediction split, none repeated (see ``_share``).
+
     Args:
         task: a task name (``gptbench.tasks.TASKS``) or a TaskSpec.
         tokenizer: the model's tokenizer (``Tokenizer.load``, ``Tokenizer.gpt1``, ...).
