@@ -31,7 +31,7 @@ from gptbench.run_lock import run_lock
 from gptbench.run_identity import point_link, pretrain_dir, pretrain_settings, record_settings
 from gptbench.data.tokenizer import Tokenizer
 from gptbench.data.tokenizer_stage import run_tokenizer
-from gptbench.training.masked_lm import IGNORE, mask_tokens, with_cls
+from gptbench.training.masked_lm import IGNORE, freeze_unused, mask_tokens, with_cls
 from gptbench.training.exports import export_language_model, write_model_card
 from gptbench.training.common import (
     GradientClipping,
@@ -84,6 +84,8 @@ class PretrainModule(GradientClipping, RngStateMixin, L.LightningModule):
         })  # fmt: skip
         self.model = model
         self.masked_lm = architecture_of(model) == "bert"  # BERT's objective instead of the next token
+        if self.masked_lm:
+            freeze_unused(model, pooler=True)  # no next-sentence prediction reads the pooler
         self.lr, self.warmup_steps, self.max_steps = lr, warmup_steps, max_steps
         self.weight_decay, self.betas, self.eps, self.grad_clip = weight_decay, tuple(betas), eps, grad_clip
         self.val_loss = MeanMetric()
@@ -263,6 +265,9 @@ def _pretrain(cfg: ExperimentConfig, stage_dir: Path, corpus_root: Path) -> Path
         raise SystemExit(f"pre-training stopped at step {trainer.global_step}/{p.max_steps}; rerun with resume=true")
     val = trainer.validate(module, datamodule=data, verbose=False)[0]
     trainer.logger.close()
+    if not trainer.is_global_zero:  # under DDP rank zero writes the export and metrics; the others wait for them
+        trainer.strategy.barrier("pre-training exported")
+        return export_dir
     export_language_model(module.model, tokenizer, export_dir)
     metrics = {
         "steps": trainer.global_step,
@@ -280,5 +285,6 @@ def _pretrain(cfg: ExperimentConfig, stage_dir: Path, corpus_root: Path) -> Path
     atomic_write_json(stage_dir / "metrics.json", metrics)
     write_model_card(export_dir)
     point_link(latest_link(cfg), export_dir)
+    trainer.strategy.barrier("pre-training exported")
     print(f"pre-training done: val loss {metrics['val_loss']:.4f}, val ppl {metrics['val_ppl']:.2f} -> {export_dir}")
     return export_dir
