@@ -153,8 +153,9 @@ def put(results, table, task, variant, seed, metrics, splits, predictions=None):
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(run))
     if predictions is not None:
-        (path.parent / "predictions").mkdir(exist_ok=True)
-        (path.parent / "predictions" / path.name).write_text(json.dumps({"splits": predictions}))
+        target = results / "predictions" / table / task / variant / path.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps({"splits": predictions}))
 
 
 def test_subset_of_the_papers_split_is_named_and_whole_split_is_the_same(tmp_path):
@@ -194,5 +195,5 @@ def test_one_class_flags_from_predictions_and_inferred_from_scores(tmp_path):
 def test_malformed_predictions_file_is_named(tmp_path):
     put(tmp_path, "table2_nli", "rte", "full", 1, {"dev": {"accuracy": 0.5}}, {"dev": {"examples": 2}},
         {"dev": {"prediction": [1], "gold": [0, 1]}})  # fmt: skip
-    with pytest.raises(ValueError, match=r"predictions/seed1\.json: expected"):
+    with pytest.raises(ValueError, match=r"predictions/table2_nli/rte/full/seed1\.json: expected"):
         write_report(tmp_path)
