@@ -131,7 +131,8 @@ def test_local_jobs_run_on_their_own_gpu(pretrained, tmp_path, monkeypatch):
 
 def test_only_rank_zero_of_a_multi_task_job_writes_the_status(tiny_corpus, cache_dir, tmp_path, monkeypatch):
     """Under srun every task of a DDP fine-tune runs execute_run; one status file, rank 0's."""
-    monkeypatch.setattr("gptbench.training.finetune.run_finetune", lambda cfg: {"metrics": {}})
+    monkeypatch.setattr("gptbench.training.finetune.run_finetune",
+                        lambda cfg: {"metrics": {}, "task": "rte", "seed": 1, "settings_key": "k"})  # what results.json holds
     (run,) = expand(load_table(str(write_table(tmp_path / "t.yaml", ["rte"], [1]))), "smoke",
                     tiny_overrides(tmp_path / "runs", tiny_corpus, cache_dir))  # fmt: skip
     status_file = sweep_module.status_path(tmp_path / "results", run)
