@@ -270,9 +270,14 @@ class StopOnNonFiniteLoss(Callback):
         self._first_loss = torch.where(first, loss.float().mean(), self._first_loss)
 
     def check(self, trainer) -> None:
-        """Raise :class:`NonFiniteLoss` if a loss since the start of the session was not finite."""
-        if self._first_step is None or int(self._first_step) < 0:
+        """Raise :class:`NonFiniteLoss` if a loss since the start of the session was not finite, on
+        any process (a collective: every process checks at the same points, and all stop)."""
+        seen = self._first_step is not None and int(self._first_step) >= 0
+        if not trainer.strategy.reduce_boolean_decision(seen, all=False):
             return
+        if not seen:
+            raise NonFiniteLoss(f"training loss became nan or infinite on another process; stopped at step "
+                                f"{trainer.global_step}")  # fmt: skip
         good = latest_checkpoint(self.ckpt_dir, exclude_exception=True)
         resume = (f"the last checkpoint before it is {good} (resume=true continues from there)" if good
                   else "no checkpoint was written before it")  # fmt: skip
@@ -293,7 +298,7 @@ class StopOnNonFiniteLoss(Callback):
 
 def check_losses_finite(trainer) -> None:
     """Raise :class:`NonFiniteLoss` now if the trainer's :class:`StopOnNonFiniteLoss` saw a
-    non-finite loss (for callbacks that write the weights, e.g. snapshots)."""
+    non-finite loss (for callbacks that write the weights, e.g. snapshots; every process calls it)."""
     for callback in trainer.callbacks:
         if isinstance(callback, StopOnNonFiniteLoss):
             callback.check(trainer)

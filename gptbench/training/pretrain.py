@@ -183,9 +183,11 @@ class Snapshots(Callback):
 
     def _export(self, trainer, pl_module, step: int) -> None:
         out = self.path(step)
-        if step not in self.steps or not trainer.is_global_zero or (out / "config.json").is_file():
+        if step not in self.steps:
             return
         check_losses_finite(trainer)  # a snapshot is kept for good: never one of diverged weights
+        if not trainer.is_global_zero or (out / "config.json").is_file():
+            return
         tmp = self.directory / f".step{step}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         export_language_model(pl_module.model, self.tokenizer, tmp)
