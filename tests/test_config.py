@@ -34,6 +34,10 @@ def test_environment_variables_give_path_defaults(monkeypatch):
         ("finetune.n_transfer=99", "finetune.n_transfer"),
         ("finetune.init=/no/such/ckpt", "finetune.init"),
         ("trainer.precision=8-bit", "trainer.precision"),
+        ("trainer.precision=bf16-true", "trainer.precision='bf16-true': expected not bf16-true: it keeps the weights "
+                                        "and Adam's moments in bf16 with no fp32 master copy.*use bf16-mixed"),
+        ("trainer.float32_matmul_precision=tf32", "trainer.float32_matmul_precision='tf32': expected one of "
+                                                  "\\('highest', 'high', 'medium'\\)"),
         ("model.vocab_size=5", "model.vocab_size cannot be set"),
         ("model.attn_pdrop=1.5", "attn_pdrop"),
         ("justakey", "not of the form key=value"),
@@ -61,3 +65,26 @@ def test_missing_directories():
         require_dir(None, "finetune.data_dir", "GPTBENCH_DATA", "the benchmark data root")
     with pytest.raises(ConfigError, match="corpus.path='/no/such/dir': directory does not exist"):
         require_dir("/no/such/dir", "corpus.path", "GPTBENCH_CORPUS", "books")
+
+
+def test_float32_matmul_precision_is_set_by_the_trainer_and_keyed_when_not_exact(tmp_path):
+    """32-true on an Ampere-or-newer GPU is full fp32 unless trainer.float32_matmul_precision says
+    otherwise; TF32 changes the numbers, so a run made with it has its own key (the exact default
+    keeps the keys of runs made before the setting existed)."""
+    import torch
+
+    from gptbench.run_identity import finetune_settings, pretrain_settings
+    from gptbench.training.common import make_trainer
+
+    exact, tf32 = load_config("smoke"), load_config("smoke", ["trainer.float32_matmul_precision=high"])
+    assert exact.trainer.float32_matmul_precision == "highest"
+    assert "float32_matmul_precision" not in pretrain_settings(exact) | finetune_settings(exact)
+    assert pretrain_settings(tf32)["float32_matmul_precision"] == "high"
+    assert finetune_settings(tf32)["float32_matmul_precision"] == "high"
+    try:
+        make_trainer(tmp_path, tf32.trainer, [])
+        assert torch.get_float32_matmul_precision() == "high"
+        make_trainer(tmp_path, exact.trainer, [])
+        assert torch.get_float32_matmul_precision() == "highest"
+    finally:
+        torch.set_float32_matmul_precision("highest")

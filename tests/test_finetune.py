@@ -94,11 +94,12 @@ def hparams_in_tensorboard(tb_dir: Path) -> dict:
     return values | metrics
 
 
+@pytest.mark.cpu
 def test_finetune_resume_after_a_crash_is_exact(pretrained, monkeypatch):
-    straight = load_config("smoke", pretrained + ["finetune.seed=5"])
+    base = pretrained + ["finetune.seed=5", "trainer.accelerator=cpu"]
+    straight = load_config("smoke", base)
     finetune.run_finetune(straight)
-    crashed = load_config("smoke", pretrained + ["finetune.seed=5", "name=tiny_crashed", "finetune.init=" +
-                                                 str(straight.run_dir / "pretrain" / "model")])  # fmt: skip
+    crashed = load_config("smoke", base + ["name=tiny_crashed", f"finetune.init={straight.run_dir / 'pretrain' / 'model'}"])
     with monkeypatch.context() as m:
         crash_at(m, finetune, step=3)  # mid-way through the first of two 6-step epochs
         with pytest.raises(RuntimeError, match="simulated crash"):

@@ -123,13 +123,14 @@ def test_fill_mask_command(bert_run, pretrained, capsys):
     assert "zero-shot heuristics reads next-token probabilities, which the bert network" in capsys.readouterr().err
 
 
+@pytest.mark.cpu
 def test_masked_lm_resume_is_exact(tmp_path, tiny_corpus, cache_dir, monkeypatch):
     """The masks come from the global RNG, which checkpoints save: a run interrupted and resumed ends
     with the same weights and validation loss as one that never stopped."""
     from test_pretrain import crash_at
     from gptbench.training import pretrain
 
-    base = [*tiny_overrides(tmp_path, tiny_corpus, cache_dir), "architecture=bert"]
+    base = [*tiny_overrides(tmp_path, tiny_corpus, cache_dir), "architecture=bert", "trainer.accelerator=cpu"]
     straight = load_config("smoke", [*base, "name=straight"])
     run_pretrain(straight)
     crashed = load_config("smoke", [*base, "name=crashed"])

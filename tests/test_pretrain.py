@@ -1,6 +1,9 @@
 import json
+import random
 import time
 
+import lightning as L
+import numpy as np
 import pytest
 import torch
 from conftest import tiny_overrides
@@ -11,6 +14,7 @@ import gptbench.training.pretrain as pretrain
 from gptbench.config import ConfigError, load_config
 from gptbench.data.corpus import book_text, cached_corpus, split_books
 from gptbench.run_identity import pretrain_dir
+from gptbench.training.common import RngStateMixin
 
 
 class CrashAt(Callback):
@@ -64,8 +68,9 @@ def test_validation_loss_falls_on_real_books(tmp_path, tiny_corpus, cache_dir):
     assert (export / "config.json").is_file() and (export / "tokenizer" / "tokenizer.json").is_file()
 
 
+@pytest.mark.cpu
 def test_resume_after_a_crash_is_exact(tmp_path, tiny_corpus, cache_dir, monkeypatch):
-    base = tiny_overrides(tmp_path, tiny_corpus, cache_dir)
+    base = tiny_overrides(tmp_path, tiny_corpus, cache_dir) + ["trainer.accelerator=cpu"]
     straight = load_config("smoke", base + ["name=straight"])
     pretrain.run_pretrain(straight)
 
@@ -101,11 +106,12 @@ def test_resume_after_a_crash_is_exact(tmp_path, tiny_corpus, cache_dir, monkeyp
     assert (pretrain_dir(straight) / "snapshots" / "step0" / "tokenizer" / "tokenizer.json").is_file()
 
 
+@pytest.mark.cpu
 def test_resume_after_kill_9_logs_each_step_once(tmp_path, tiny_corpus, cache_dir, monkeypatch):
     """A kill -9 leaves no on_exception.ckpt: the run resumes from the last periodic checkpoint
     (step 4) and trains and logs steps 5 and 6 again. TensorBoard shows each step once, with the
     uninterrupted run's values: what the killed session logged from step 4 on is purged."""
-    base = tiny_overrides(tmp_path, tiny_corpus, cache_dir)
+    base = tiny_overrides(tmp_path, tiny_corpus, cache_dir) + ["trainer.accelerator=cpu"]
     straight = load_config("smoke", base + ["name=straight"])
     pretrain.run_pretrain(straight)
     killed = load_config("smoke", base + ["name=killed"])
@@ -185,3 +191,158 @@ def test_weight_decay_only_on_matrices_and_schedules():
     short = warmup_linear(warmup_fraction=0.002, total=234)  # RTE: 3 epochs of 78 updates; warm-up < 1 update
     assert short(0) == 0.0 and short(1) == pytest.approx(1 - 1 / 234)
     assert warmup_linear(warmup_fraction=0.0, total=10)(0) == 1.0  # no warm-up asked for: none
+
+
+# ---- exact resume: every generator, every process --------------------------------------------
+def draws() -> tuple:
+    """One draw from each generator a checkpoint restores (CPU torch, NumPy, Python)."""
+    return torch.rand(4), np.random.rand(4), random.random()
+
+
+def assert_same_draws(a: tuple, b: tuple) -> None:
+    assert torch.equal(a[0], b[0]) and np.array_equal(a[1], b[1]) and a[2] == b[2]
+
+
+def through_a_file(checkpoint: dict, path) -> dict:
+    """The checkpoint as a resumed run reads it (plain tensors and numbers: weights_only loads it)."""
+    torch.save(checkpoint, path)
+    return torch.load(path, weights_only=True)
+
+
+def fake_cuda(monkeypatch, states: list[torch.Tensor]) -> list[torch.Tensor]:
+    """CUDA started, with two devices whose generator states are ``states``; returns the list the
+    states set on the devices are appended to."""
+    restored: list[torch.Tensor] = []
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: len(states))
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: [s.clone() for s in states])
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", restored.extend)
+    return restored
+
+
+def test_checkpoints_restore_every_generator_they_save(tmp_path, monkeypatch):
+    """The CUDA generators (dropout, task-head and masked-LM masks on a GPU) are saved with the CPU
+    ones, and what is saved is what a resume restores."""
+    cuda = [torch.arange(8, dtype=torch.uint8), torch.arange(8, 16, dtype=torch.uint8)]
+    restored = fake_cuda(monkeypatch, cuda)
+    L.seed_everything(1)
+    checkpoint = {}
+    RngStateMixin().on_save_checkpoint(checkpoint)
+    expected = draws()
+    assert [torch.equal(a, b) for a, b in zip(checkpoint["rng_states"]["cuda"], cuda)] == [True, True]
+    assert "rng_states_per_rank" not in checkpoint  # one process: its states are rng_states
+    L.seed_everything(2)
+    RngStateMixin().on_load_checkpoint(through_a_file(checkpoint, tmp_path / "a.ckpt"))
+    assert_same_draws(draws(), expected)
+    assert len(restored) == 2 and all(torch.equal(a, b) for a, b in zip(restored, cuda))
+
+
+def test_a_checkpoint_without_cuda_states_still_loads(tmp_path, monkeypatch):
+    """Checkpoints written on CPU, or before CUDA states were saved, restore the CPU generators and
+    leave the CUDA ones as seeded."""
+    L.seed_everything(3)
+    checkpoint = {}
+    RngStateMixin().on_save_checkpoint(checkpoint)  # CUDA not started here: no CUDA states
+    expected = draws()
+    assert set(checkpoint["rng_states"]) == {"torch", "numpy", "python"}
+    restored = fake_cuda(monkeypatch, [torch.zeros(8, dtype=torch.uint8)])
+    L.seed_everything(4)
+    RngStateMixin().on_load_checkpoint(through_a_file(checkpoint, tmp_path / "a.ckpt"))
+    assert_same_draws(draws(), expected) and restored == []
+
+
+def _save_and_restore_on_rank(rank: int, world: int, init_file: str, out_dir: str) -> None:
+    """One process of :func:`test_each_process_restores_its_own_generators`."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        L.seed_everything(100 + rank, verbose=False)  # processes draw different dropout masks
+        checkpoint = {}
+        RngStateMixin().on_save_checkpoint(checkpoint)  # every process saves together; rank 0 writes
+        expected = torch.rand(4)
+        if rank == 0:
+            torch.save(checkpoint, f"{out_dir}/ckpt.pt")
+        dist.barrier()
+        L.seed_everything(0, verbose=False)
+        RngStateMixin().on_load_checkpoint(torch.load(f"{out_dir}/ckpt.pt", weights_only=True))
+        torch.save({"expected": expected, "resumed": torch.rand(4)}, f"{out_dir}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_each_process_restores_its_own_generators(tmp_path):
+    """Under DDP (2 gloo processes), the checkpoint rank 0 writes holds every rank's states and each
+    rank resumes from its own: with rank 0's states everywhere, rank 1 would draw rank 0's masks."""
+    import torch.multiprocessing as mp
+
+    mp.spawn(_save_and_restore_on_rank, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    assert not torch.equal(ranks[0]["expected"], ranks[1]["expected"])
+    for r in ranks:
+        assert torch.equal(r["resumed"], r["expected"])
+    assert len(torch.load(tmp_path / "ckpt.pt", weights_only=True)["rng_states_per_rank"]) == 2
+
+
+# ---- many processes: the run key and the token counts -----------------------------------------
+def test_world_size_is_in_the_pretraining_key_and_token_count():
+    """Batch sizes are per process: a 2-device pre-training is another run than the 1-device one
+    (it was silently reused) and reads twice the tokens per step. One-process keys stay as they
+    were (the key below is the one gptbench gave this run before world size was keyed), so
+    published runs and results are still found."""
+    from gptbench.run_identity import finetune_dir
+
+    base = ["corpus.path=/nonexistent", "runs_dir=/runs"]
+    one, two = load_config("smoke", base), load_config("smoke", [*base, "trainer.devices=2"])
+    nodes = load_config("smoke", [*base, "trainer.num_nodes=2"])
+    assert pretrain_dir(one).name == "4x128-ctx64-bpe3000-800steps-23e6a2d0e9"
+    assert finetune_dir(one).parent.name == "pretrained-lm0.5-lr0.001-1ep-auto-bef48961f0"
+    assert pretrain_dir(two) != pretrain_dir(one) and pretrain_dir(nodes) == pretrain_dir(two)
+    steps, n_ctx = 10, one.model.n_ctx
+    assert pretrain.tokens_trained(one, steps, n_ctx) == steps * one.pretrain.batch_size * n_ctx
+    assert pretrain.tokens_trained(two, steps, n_ctx) == 2 * pretrain.tokens_trained(one, steps, n_ctx)
+
+
+class FakeModule:
+    """What TokensPerSecond logs, and with which reduction across processes."""
+
+    device = torch.device("cpu")
+
+    def __init__(self):
+        self.logged = []
+
+    def log(self, name, value, **kwargs):
+        self.logged.append((name, value, kwargs))
+
+
+def test_tokens_per_second_counts_on_the_device_and_sums_over_processes():
+    """Real tokens are added up as a tensor (no host read per step) and read at the logging step;
+    Lightning sums the processes' rates (each process counts its own batches)."""
+    from types import SimpleNamespace
+
+    from gptbench.training.common import TokensPerSecond
+
+    meter, module = TokensPerSecond(), FakeModule()
+    trainer = SimpleNamespace(global_step=1, log_every_n_steps=2)
+    batch = {"attention_mask": torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]])}
+    meter.on_train_batch_start(trainer, module, batch, 0)
+    meter.on_train_batch_end(trainer, module, None, batch, 0)
+    assert module.logged == [] and isinstance(meter._tokens, torch.Tensor) and int(meter._tokens) == 5
+    trainer.global_step = 2
+    meter.on_train_batch_end(trainer, module, None, batch, 1)
+    ((name, rate, kwargs),) = module.logged
+    assert name == "train/tokens_per_sec" and kwargs == {"sync_dist": True, "reduce_fx": "sum"} and float(rate) > 0
+
+
+def test_validation_is_every_n_optimizer_steps_with_gradient_accumulation(tmp_path, tiny_corpus, cache_dir):
+    """Lightning's val_check_interval counts batches: with 2 batches per update, validating every 3
+    updates is every 6 batches (it was every 3 batches, i.e. every 1.5 updates)."""
+    cfg = load_config("smoke", tiny_overrides(tmp_path, tiny_corpus, cache_dir) + [
+        "pretrain.max_steps=6", "pretrain.accumulate_grad_batches=2", "pretrain.val_every_n_steps=3",
+        "pretrain.keep_steps=null", "pretrain.batch_size=4"])  # fmt: skip
+    pretrain.run_pretrain(cfg)
+    # After updates 3 and 6 (0-based index), then the final validation after training.
+    assert [s for s, _ in scalars(pretrain_dir(cfg), "val/loss")] == [2, 5, 6]
+    metrics = json.loads((pretrain_dir(cfg) / "metrics.json").read_text())
+    assert metrics["train_tokens"] == 6 * 4 * 2 * cfg.model.n_ctx

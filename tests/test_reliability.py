@@ -55,7 +55,19 @@ def test_non_finite_config_numbers_are_refused(override):
         load_config("smoke", [override])
 
 
-def test_a_loss_that_becomes_nan_stops_the_run(tmp_path, tiny_corpus, cache_dir, monkeypatch):
+@pytest.mark.parametrize("nan_from, overrides, stopped_at, last_ckpt, snapshots", [
+    # Read back at the logging interval (every 2 steps): step 8, before that step's checkpoint.
+    (6, [], 8, 4, ["step0", "step4"]),
+    # No logging step before the checkpoint at step 8: the checkpoint itself reads it first.
+    (7, ["pretrain.log_every_n_steps=100"], 8, 4, ["step0", "step4"]),
+    # No logging step, no checkpoint: the snapshot at step 12 reads it first.
+    (9, ["pretrain.log_every_n_steps=100", "pretrain.checkpoint_every_n_steps=100"], 12, None, ["step0", "step4"]),
+])  # fmt: skip
+def test_a_loss_that_becomes_nan_stops_the_run(tmp_path, tiny_corpus, cache_dir, monkeypatch, nan_from, overrides,
+                                               stopped_at, last_ckpt, snapshots):  # fmt: skip
+    """The losses are checked on the device and read back at logging steps, checkpoints and
+    snapshots: the run stops there, naming the first non-finite step, and no checkpoint or snapshot
+    ever holds weights updated from a non-finite loss."""
     from gptbench.run_identity import pretrain_dir
     from gptbench.training import pretrain
 
@@ -63,16 +75,19 @@ def test_a_loss_that_becomes_nan_stops_the_run(tmp_path, tiny_corpus, cache_dir,
 
     def diverging(self, x, y):
         loss = real(self, x, y)
-        return loss * float("nan") if self.trainer.global_step >= 6 else loss
+        return loss * float("nan") if self.trainer.global_step >= nan_from else loss
 
     monkeypatch.setattr(pretrain.PretrainModule, "loss", diverging)
-    cfg = load_config("smoke", tiny_overrides(tmp_path, tiny_corpus, cache_dir))
-    with pytest.raises(NonFiniteLoss, match=r"training loss is nan at step 6 .*stopped before the update; the last "
-                                            r"checkpoint before it is .*last.ckpt"):  # fmt: skip
+    cfg = load_config("smoke", tiny_overrides(tmp_path, tiny_corpus, cache_dir) + overrides)
+    resume = (r"the last checkpoint before it is .*last.ckpt" if last_ckpt else "no checkpoint was written before it")
+    with pytest.raises(NonFiniteLoss, match=rf"training loss is nan at step {nan_from}; stopped at step {stopped_at} "
+                                            rf".*before any checkpoint held the weights after it; {resume}"):  # fmt: skip
         pretrain.run_pretrain(cfg)
     ckpts = pretrain_dir(cfg) / "checkpoints"
     assert not (ckpts / "on_exception.ckpt").exists()  # NaN weights are not offered for resuming
-    assert torch.load(ckpts / "last.ckpt", weights_only=True)["global_step"] == 4
+    if last_ckpt:
+        assert torch.load(ckpts / "last.ckpt", weights_only=True)["global_step"] == last_ckpt
+    assert sorted(p.name for p in (pretrain_dir(cfg) / "snapshots").iterdir()) == snapshots
 
 
 def test_garbage_corpora_are_refused(tmp_path, tiny_corpus):

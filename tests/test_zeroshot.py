@@ -141,3 +141,34 @@ def test_cli_errors(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "unknown task" in err and err.count("\n") == 1
     assert main(["zeroshot", str(tmp_path), "bogus=1"]) == 2
+
+
+class Loaded(Exception):
+    """Raised by the stand-in loader: the test needs the device, not the scores."""
+
+
+@pytest.mark.parametrize("accelerator, cuda_present, device", [
+    ("cpu", True, "cpu"), ("gpu", True, "cuda"), ("cuda", True, "cuda"), ("auto", True, "cuda"), ("auto", False, "cpu"),
+])  # fmt: skip
+def test_figure2_scores_snapshots_on_the_runs_accelerator(tmp_path, monkeypatch, accelerator, cuda_present, device):
+    """Figure 2's zero-shot curve loads each snapshot on the device of trainer.accelerator (it was
+    always the CPU: 18 snapshots with RACE's 512-token contexts at the paper's size)."""
+    import gptbench.evaluation.loading as loading
+    import gptbench.suite.results as results
+    import gptbench.training.pretrain as pretrain
+    from gptbench.suite.figure2 import run_zero_shot_curve
+
+    devices = []
+
+    def load(path, gpt1_dir=None, device=None):
+        devices.append(device)
+        raise Loaded
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda_present)
+    monkeypatch.setattr(loading, "load_model_and_tokenizer", load)
+    monkeypatch.setattr(pretrain, "run_pretrain", lambda cfg: None)  # the snapshots "exist"
+    monkeypatch.setattr(results, "write_pretrain_results", lambda cfg, results_dir: None)
+    with pytest.raises(Loaded):
+        run_zero_shot_curve("figure2_zeroshot", "smoke", [f"runs_dir={tmp_path}", f"trainer.accelerator={accelerator}"],
+                            results_dir=tmp_path / "results", tasks=["sst2"])  # fmt: skip
+    assert devices == [device]

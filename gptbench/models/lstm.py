@@ -39,6 +39,20 @@ from gptbench.models.pretrained import PretrainedMixin
 LSTMState = tuple[torch.Tensor, torch.Tensor]
 
 
+RIGHT_PADDING = "the LSTM needs right padding: a pad position is followed by a real token"
+
+
+def check_right_padding(attention_mask: torch.Tensor) -> None:
+    """A ValueError for a left-padded mask. On an accelerator the check runs on the device
+    (``torch._assert_async``): reading its result every step would wait for the GPU, and a failed
+    assert stops the process with the same message at a later kernel."""
+    left_padded = (attention_mask[:, 1:] > attention_mask[:, :-1]).any()
+    if attention_mask.device.type != "cpu":
+        torch._assert_async(~left_padded, RIGHT_PADDING)
+    elif left_padded:
+        raise ValueError(RIGHT_PADDING)
+
+
 @dataclass
 class LSTMConfig:
     """Architecture of the LSTM language model. Defaults are the paper's (one layer, 2048 units)
@@ -103,8 +117,8 @@ class LSTMLM(nn.Module, GenerationMixin, PretrainedMixin):
         past_key_values: LSTMState | None = None,
     ) -> tuple[torch.Tensor, LSTMState]:
         """The last layer's outputs (B, T, E) and the (h, c) state after the last position."""
-        if attention_mask is not None and bool((attention_mask[:, 1:] > attention_mask[:, :-1]).any()):
-            raise ValueError("the LSTM needs right padding: a pad position is followed by a real token")
+        if attention_mask is not None:
+            check_right_padding(attention_mask)
         x = self.embd_dropout(self.tokens_embed(input_ids))  # (B, T, E)
         with warnings.catch_warnings():  # a notice that oneDNN has no LSTMP kernel (PyTorch's own runs)
             warnings.filterwarnings("ignore", message="LSTM with projections is not supported with oneDNN")

@@ -185,6 +185,10 @@ class FinetuneModule(GradientClipping, RngStateMixin, L.LightningModule):
         return F.cross_entropy(logits, labels)
 
     def predictions(self, logits: torch.Tensor) -> torch.Tensor:
+        """Scores (regression) or class indices, from fp32: under bf16-mixed the head's bf16 output
+        would quantise the scores (and torchmetrics' Spearman would rank them with a bf16 arange)
+        and tie close logits."""
+        logits = logits.float()
         return logits.squeeze(-1) if self.task.labels is None else logits.argmax(-1)
 
     # ---- training and scoring ---------------------------------------------------------------
