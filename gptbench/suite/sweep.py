@@ -249,8 +249,7 @@ def gpu_slots(jobs: int, gpus: list[str], share: bool) -> list[GpuShare | None]:
     if jobs > len(gpus) and not share:
         raise ConfigError(f"jobs={jobs} on {len(gpus)} GPU(s) {gpus}: some runs would share a GPU; pass "
                           f"share_gpus=true to allow it, jobs<={len(gpus)}, or gpus=[...] to choose the devices")  # fmt: skip
-    sharing = [sum(1 for j in range(jobs) if j % len(gpus) == i) for i in range(len(gpus))]
-    return [GpuShare(gpus[i % len(gpus)], sharing[i % len(gpus)]) for i in range(jobs)]
+    return [GpuShare(gpus[i % len(gpus)], len(range(i % len(gpus), jobs, len(gpus)))) for i in range(jobs)]
 
 
 def job_rank() -> int:
