@@ -220,8 +220,8 @@ def finetune_figure(device: torch.device, batch: int, steps: int, shape: dict) -
         seconds[pad] = clock.seconds / (clock.steps * batch)
     padded, plain = 1 / seconds[preset.model.pad_vocab_multiple], 1 / seconds[1]
     return Figure("fine-tuning through the Trainer, paper preset", padded, plain, "examples/s", ">= 2x 420",
-                  padded / plain, f"batch {batch}, aux LM {preset.finetune.lm_coef}, random ids of 8-64 tokens; "
-                  f"reference: the unpadded table")  # fmt: skip
+                  padded / plain, f"batch {batch}, aux LM {preset.finetune.lm_coef}, random ids of 8-64 tokens, eager "
+                  f"(trainer.compile not applied here); reference: the unpadded table")  # fmt: skip
 
 
 def run_gpu_bench(out_dir: Path, reps: int = 5, steps: int = 3, batch: int = 64, pipeline_steps: int = 300,

@@ -13,6 +13,7 @@ The public Python API, for your own Lightning scripts::
 The model and tokenizer import light; the Lightning pieces are imported on first use.
 """
 
+from gptbench.models.bert import BERT, BertConfig
 from gptbench.models.gpt import GPT, GPTConfig
 from gptbench.models.lstm import LSTMConfig, LSTMLM
 from gptbench.data.tokenizer import Tokenizer
@@ -35,7 +36,7 @@ _LAZY = {
     "load_config": "gptbench.config",
 }
 
-__all__ = ["GPT", "GPTConfig", "LSTMLM", "LSTMConfig", "Tokenizer", *_LAZY]
+__all__ = ["GPT", "GPTConfig", "LSTMLM", "LSTMConfig", "BERT", "BertConfig", "Tokenizer", *_LAZY]
 __version__ = "0.1.0"
 
 

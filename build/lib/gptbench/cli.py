@@ -7,6 +7,7 @@ key=value overrides, e.g. gptbench finetune smoke finetune.task=sst2 finetune.lm
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -262,8 +263,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "figure2_zeroshot, or a sweep YAML path")
     p.add_argument("preset", help="smoke | mini | paper, or a YAML path")
     p.add_argument("overrides", nargs="*", help="seeds=[..] tasks=[..] variants=[..] jobs=N executor=local|slurm|"
-                   "submitit_local results_dir=PATH (zero-shot curves: tasks=, max_examples=N, results_dir=), and any "
-                   "key=value experiment override")  # fmt: skip
+                   "submitit_local results_dir=PATH; local jobs on GPUs: gpus=[0,1,..] (default: every visible GPU, "
+                   "job slot i on GPU i mod G) share_gpus=true (more jobs than GPUs); SLURM: cpus_per_task=N "
+                   "slurm='{slurm_partition: gpu, mem_gb: 64}' (submitit parameters; GPUs and tasks follow "
+                   "trainer.devices and trainer.num_nodes); zero-shot curves: tasks=, max_examples=N, results_dir=; "
+                   "and any key=value experiment override")  # fmt: skip
     p.set_defaults(fn=_sweep)
     p = sub.add_parser("report", help="regenerate the leaderboard of a results directory (no training)")
     p.add_argument("results_dir", help="e.g. results/smoke")
@@ -304,6 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if not sys.stderr.isatty():  # logs of sweeps, SLURM, CI: no progress bars from datasets' encoding either
+        os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     try:
         args.fn(args)
     except USER_ERRORS as e:

@@ -26,7 +26,8 @@ from gptbench.models.lstm import LSTMConfig
 # The presets and sweep files ship inside the package (gptbench/experiments links to the checkout's
 # experiments/, the one copy): a wheel installed anywhere finds them.
 EXPERIMENTS_DIR = Path(str(importlib.resources.files("gptbench") / "experiments"))
-PRECISIONS = ("32-true", "32", "bf16-mixed", "bf16-true", "16-mixed")
+PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed")  # Lightning's names; bf16-true is refused with its reason
+MATMUL_PRECISIONS = ("highest", "high", "medium")
 SELECTIONS = ("auto", "holdout", "dev", "last")
 ARCHITECTURES = tuple(NETWORKS)  # transformer, lstm, bert
 
@@ -128,6 +129,10 @@ class FinetuneConfig:
 class TrainerConfig:
     accelerator: str = "auto"
     precision: str = "32-true"
+    # fp32 matrix products on GPUs: "highest" (full fp32, exact and slow on Ampere or newer),
+    # "high" (TF32 tensor cores, ~10 mantissa bits per product) or "medium" (bf16). torch's
+    # set_float32_matmul_precision; used by 32-true and the fp32 parts of the mixed precisions.
+    float32_matmul_precision: str = "highest"
     deterministic: bool = True
     # glibc keeps the memory a step frees for the next step instead of unmapping it (see
     # gptbench/training/allocator.py): less kernel time per step, the same numbers.
@@ -368,7 +373,13 @@ def validate(cfg: ExperimentConfig) -> None:
         check(s.weight_decay >= 0, f"{section}.weight_decay", ">= 0", s.weight_decay)
         check(s.grad_clip >= 0, f"{section}.grad_clip", ">= 0 (0 disables clipping)", s.grad_clip)
         check(all(0 <= b < 1 for b in s.betas), f"{section}.betas", "two values in [0, 1)", s.betas)
+    check(cfg.trainer.precision != "bf16-true", "trainer.precision",
+          "not bf16-true: it keeps the weights and Adam's moments in bf16 with no fp32 master copy, so an "
+          "update smaller than 1/256 of a weight is lost; use bf16-mixed (bf16 compute, fp32 weights)",
+          cfg.trainer.precision)  # fmt: skip
     check(cfg.trainer.precision in PRECISIONS, "trainer.precision", f"one of {PRECISIONS}", cfg.trainer.precision)
+    check(cfg.trainer.float32_matmul_precision in MATMUL_PRECISIONS, "trainer.float32_matmul_precision",
+          f"one of {MATMUL_PRECISIONS}", cfg.trainer.float32_matmul_precision)  # fmt: skip
     check(cfg.trainer.devices >= 1, "trainer.devices", ">= 1", cfg.trainer.devices)
     check(cfg.trainer.num_nodes >= 1, "trainer.num_nodes", ">= 1", cfg.trainer.num_nodes)
     check(bool(cfg.name) and "/" not in cfg.name, "name", "a non-empty name without '/'", cfg.name)

@@ -6,7 +6,8 @@ readable summary. A finished stage is reused only when its key matches, so a cha
 a different run; ``settings.json`` in the directory records what the key covers.
 
 What is left out of a key changes no number: paths to the same data (a moved folder), caches,
-logging and checkpoint intervals, DataLoader workers, the accelerator, ``resume``.
+logging and checkpoint intervals, DataLoader workers, the accelerator, ``resume``. The number of
+processes is in: batch sizes are per process.
 """
 
 from __future__ import annotations
@@ -76,7 +77,27 @@ def pretrain_settings(cfg: ExperimentConfig) -> dict:
         p["keep_steps"] = sorted(set(p["keep_steps"]))
     compiled = {"compile": True} if cfg.trainer.compile else {}  # its dropout masks differ from eager's
     return {"tokenizer": tokenizer_settings(cfg), "corpus": _corpus_settings(cfg), **_network_settings(cfg),
-            "pretrain": p, "seed": cfg.seed, "precision": cfg.trainer.precision, **compiled}  # fmt: skip
+            "pretrain": p, "seed": cfg.seed, "precision": cfg.trainer.precision,
+            **_world_settings(cfg), **_matmul_settings(cfg), **compiled}  # fmt: skip
+
+
+def world_size(cfg: ExperimentConfig) -> int:
+    """Processes training together: batch sizes are per process, so the global batch is this many
+    times the configured one."""
+    return cfg.trainer.devices * cfg.trainer.num_nodes
+
+
+def _world_settings(cfg: ExperimentConfig) -> dict:
+    """The pre-training's world size, left out at 1 so that one-process keys are as they were
+    before it was keyed."""
+    return {} if world_size(cfg) == 1 else {"world_size": world_size(cfg)}
+
+
+def _matmul_settings(cfg: ExperimentConfig) -> dict:
+    """TF32/bf16 matrix products change the numbers; the exact default is left out of keys (so they
+    are as they were before the setting existed)."""
+    m = cfg.trainer.float32_matmul_precision
+    return {} if m == "highest" else {"float32_matmul_precision": m}
 
 
 def finetune_settings(cfg: ExperimentConfig) -> dict:
@@ -98,8 +119,8 @@ def finetune_settings(cfg: ExperimentConfig) -> dict:
     t = cfg.trainer
     compiled = {"compile": True} if t.compile else {}  # inductor's dropout masks differ from eager's
     return {"finetune": f, "init": init, "data": data, "precision": t.precision,
-            "devices": t.devices * t.num_nodes,  # the global batch
-            "finetune_format": _FINETUNE_FORMAT, **compiled}  # fmt: skip
+            "devices": world_size(cfg),  # the global batch
+            "finetune_format": _FINETUNE_FORMAT, **_matmul_settings(cfg), **compiled}  # fmt: skip
 
 
 def _tokenizer_label(cfg: ExperimentConfig) -> str:

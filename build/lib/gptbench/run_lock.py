@@ -6,7 +6,7 @@ host and start time into it; a second process gets :class:`RunLocked` naming the
 operating system releases the lock when its process dies, however it dies, so a lock left by a
 dead process is simply taken over (and said so). The file stays (emptied on release): removing
 it would let two processes lock two different files of the same name.
-Under multi-process DDP only the first rank takes it.
+Under multi-process DDP only the first rank takes it (Lightning's launched ranks, srun's tasks).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ LOCK_NAME = ".lock"
 @contextlib.contextmanager
 def run_lock(stage_dir: Path):
     """Hold ``stage_dir`` for this process for the duration of the block."""
-    if os.environ.get("LOCAL_RANK", "0") != "0" or os.environ.get("NODE_RANK", "0") != "0":
+    if any(os.environ.get(rank, "0") != "0" for rank in ("LOCAL_RANK", "NODE_RANK", "SLURM_PROCID")):
         yield  # DDP worker ranks run inside rank 0's hold
         return
     stage_dir.mkdir(parents=True, exist_ok=True)

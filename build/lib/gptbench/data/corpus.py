@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
 from collections.abc import Callable
@@ -132,7 +133,7 @@ def cached_corpus(root: Path, books: BookSplit, tokenizer: Tokenizer, cache_dir:
     """Memory-mapped token arrays {'train', 'val'}, tokenizing only on the first call."""
     target = Path(cache_dir) / "corpus" / _fingerprint(books, tokenizer)
     if not (target / "meta.json").is_file():
-        tmp = target.with_name(target.name + ".tmp")
+        tmp = target.with_name(f"{target.name}.tmp{os.getpid()}")  # DDP's processes may tokenize side by side
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         meta = {"root": str(root), "tokenizer": tokenizer.fingerprint}
@@ -141,8 +142,11 @@ def cached_corpus(root: Path, books: BookSplit, tokenizer: Tokenizer, cache_dir:
             np.save(tmp / f"{split}.npy", tokens)
             meta[split] = {"books": [str(p) for p in getattr(books, split)], "tokens": int(tokens.size)}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
-        shutil.rmtree(target, ignore_errors=True)
-        tmp.rename(target)
+        if (target / "meta.json").is_file():  # another process finished the same tokenization first
+            shutil.rmtree(tmp)
+        else:
+            shutil.rmtree(target, ignore_errors=True)
+            tmp.rename(target)
     return {split: np.load(target / f"{split}.npy", mmap_mode="r") for split in ("train", "val")}
 
 

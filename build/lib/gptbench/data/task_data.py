@@ -20,6 +20,7 @@ from typing import Mapping
 
 import datasets
 import lightning as L
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
@@ -200,11 +201,14 @@ def encode_cached(spec: TaskSpec, split: str, records: list[dict], tok: Tokenize
     ).hexdigest()[:20]
     target = Path(cache_dir) / "tasks" / spec.name / f"{split}-{key}"
     if not (target / "dataset_info.json").is_file():
-        tmp = target.with_name(target.name + ".tmp")
+        tmp = target.with_name(f"{target.name}.tmp{os.getpid()}")  # DDP's processes may encode side by side
         shutil.rmtree(tmp, ignore_errors=True)
         encode_split(spec, records, tok, n_ctx, input_format).save_to_disk(str(tmp))
-        shutil.rmtree(target, ignore_errors=True)
-        tmp.rename(target)
+        if (target / "dataset_info.json").is_file():  # another process finished the same encoding first
+            shutil.rmtree(tmp)
+        else:
+            shutil.rmtree(target, ignore_errors=True)
+            tmp.rename(target)
     return datasets.load_from_disk(str(target))
 
 
@@ -262,6 +266,9 @@ class TaskDataModule(L.LightningDataModule):
       listed in ``unavailable``);
     - ``predict``: the unlabelled test files of the GLUE server (``predict_splits``), in file
       order, never subsampled, each batch carrying the examples' ``index``.
+
+    Under DDP each process trains on its share of the shuffled order and scores a share of every
+    evaluation, test and prediction split, none repeated (see ``_share``).
 
     Args:
         task: a task name (``gptbench.tasks.TASKS``) or a TaskSpec.
@@ -418,11 +425,26 @@ class TaskDataModule(L.LightningDataModule):
                           num_workers=self.num_workers, generator=private_generator(self.seed))  # fmt: skip
 
     def _ordered(self, splits: list[str]) -> list[DataLoader]:
-        return [
-            DataLoader(self.load(s), batch_size=self.batch_size, shuffle=False, collate_fn=collate,
-                       num_workers=self.num_workers, generator=private_generator(self.seed))  # fmt: skip
-            for s in splits
-        ]
+        loaders = []
+        for split in splits:
+            data = self.load(split)
+            loaders.append(DataLoader(data, batch_size=self.batch_size, sampler=self._share(data), collate_fn=collate,
+                                      num_workers=self.num_workers, generator=private_generator(self.seed)))  # fmt: skip
+        return loaders
+
+    def _share(self, data: datasets.Dataset) -> UnrepeatedDistributedSampler | None:
+        """Under DDP, this process's share of an evaluation split: every world-th example, none
+        repeated (Lightning's default DistributedSampler pads the shares to equal length by
+        repeating up to world - 1 examples, which the scores would then count twice). The
+        metrics sum their states over the processes; predictions are gathered by
+        FinetuneModule. None (the split in order) on one process."""
+        if self.trainer is None or self.trainer.world_size == 1:
+            return None
+        if len(data) < self.trainer.world_size:
+            raise ValueError(f"an evaluation split of {len(data)} examples cannot be shared by "
+                             f"{self.trainer.world_size} processes; score it on fewer devices")  # fmt: skip
+        return UnrepeatedDistributedSampler(data, num_replicas=self.trainer.world_size, rank=self.trainer.global_rank,
+                                            shuffle=False)  # fmt: skip
 
     def val_dataloader(self) -> list[DataLoader]:
         return self._ordered(self.eval_splits)

@@ -25,13 +25,30 @@ class Matthews(BinaryConfusionMatrix):
         return ((tp * tn - fp * fn) / denominator).float()
 
 
+class _Float32Inputs:
+    """Updates from fp32 copies of the inputs: a correlation of bf16 (bf16-mixed) scores would be
+    one of quantised values, and torchmetrics' Spearman ranks them with an arange of their dtype
+    (bf16 rounds the integers above 256)."""
+
+    def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
+        super().update(preds.float(), target.float())
+
+
+class Pearson(_Float32Inputs, torchmetrics.PearsonCorrCoef):
+    pass
+
+
+class Spearman(_Float32Inputs, torchmetrics.SpearmanCorrCoef):
+    pass
+
+
 def make_metric(name: str, num_classes: int) -> torchmetrics.Metric:
     factories = {
         "accuracy": lambda: MulticlassAccuracy(num_classes=num_classes, average="micro"),
         "f1": BinaryF1Score,
         "matthews": Matthews,
-        "pearson": torchmetrics.PearsonCorrCoef,
-        "spearman": torchmetrics.SpearmanCorrCoef,
+        "pearson": Pearson,
+        "spearman": Spearman,
     }
     if name not in factories:
         raise KeyError(f"unknown metric {name!r}; known: {sorted(factories)}")

@@ -2,7 +2,9 @@
 interface, and reading/writing their weights in every format.
 
 ``build_model`` makes a fresh network from its config (or the dict ``model_spec`` records in
-checkpoints and hyperparameters); ``load_pretrained`` reads whichever network a checkpoint holds.
+checkpoints and hyperparameters); ``load_pretrained`` reads whichever network a checkpoint holds, and
+``GPT.from_pretrained``, ``LSTMLM.from_pretrained`` and ``BERT.from_pretrained`` the same checkpoints
+when the network is known (:class:`~gptbench.models.pretrained.PretrainedMixin`).
 """
 
 from __future__ import annotations

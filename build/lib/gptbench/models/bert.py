@@ -17,7 +17,8 @@ dropout on each sublayer's output and on the attention probabilities), with the 
 
 It answers the calls the training code makes on any network (see gptbench.models.lstm), except
 next-token decoding: ``generate``, ``expand_past`` and ``select_past`` raise, and ``forward`` refuses
-``past_key_values``. Hugging Face ``BertForMaskedLM`` interop lives in :mod:`gptbench.models.checkpoints`.
+``past_key_values``. Hugging Face ``BertForMaskedLM`` interop (:meth:`BERT.from_pretrained`,
+:meth:`BERT.save_pretrained`) lives in :mod:`gptbench.models.checkpoints`.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import torch.nn.functional as F
 
 from gptbench.errors import NoNextTokenModel
 from gptbench.models.gpt import GPT, Block, GPTConfig, tied_logits
+from gptbench.models.pretrained import PretrainedMixin
 
 N_TASK_TOKENS = 3  # start, delimiter, extract: the rows gptbench's tokenizer appends
 
@@ -103,10 +105,11 @@ class BertConfig:
                              f"(n_special=4); this one has n_special={self.n_special}")
 
 
-class BERT(nn.Module):
+class BERT(nn.Module, PretrainedMixin):
     """The encoder: token + position + segment embeddings -> LayerNorm -> ``n_layer`` post-LN blocks
     attending both ways. ``forward`` returns the last hidden states; ``lm_logits`` the masked-LM
-    logits; ``pooler`` the [CLS] summary; ``save_pretrained`` writes Hugging Face's BertForMaskedLM."""
+    logits; ``pooler`` the [CLS] summary; ``from_pretrained`` / ``save_pretrained`` read and write Hugging
+    Face's BertForMaskedLM."""
 
     def __init__(self, config: BertConfig):
         super().__init__()
@@ -186,12 +189,6 @@ class BERT(nn.Module):
     def pooler(self, hidden: torch.Tensor) -> torch.Tensor:
         """BERT's sequence summary (B, C): tanh(dense(.)) of the hidden state at position 0 ([CLS])."""
         return torch.tanh(self.pooler_dense(hidden[:, 0]))
-
-    def save_pretrained(self, directory) -> None:
-        """Write Hugging Face's BertForMaskedLM format (config.json + model.safetensors)."""
-        from gptbench.models.checkpoints import save_pretrained
-
-        save_pretrained(self, directory)
 
     def generate(self, *args, **kwargs):
         """Not available: an encoder does not predict the next token."""

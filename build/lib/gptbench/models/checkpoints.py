@@ -82,15 +82,6 @@ def load_pretrained(path: str | Path, dropout: dict | None = None, **overrides):
     )
 
 
-def load_gpt(path: str | Path, **overrides) -> GPT:
-    """``GPT.from_pretrained``: like :func:`load_pretrained`, for checkpoints that hold a GPT."""
-    model = load_pretrained(path, **overrides)
-    if not isinstance(model, GPT):
-        raise CheckpointError(f"{path}: holds a {type(model).__name__}, not a GPT; load it with "
-                              "gptbench.models.load_pretrained")  # fmt: skip
-    return model
-
-
 def _read_config_json(path: Path) -> dict:
     try:
         cfg = json.loads((path / "config.json").read_text(encoding="utf-8"))

@@ -26,6 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from gptbench.models.decoding import GenerationMixin
+from gptbench.models.pretrained import PretrainedMixin
 
 # Per-layer key/value states: one (key, value) pair of shape (B, H, T_past, D) per block.
 PastKeyValues = tuple[tuple[torch.Tensor, torch.Tensor], ...]
@@ -165,7 +166,7 @@ class Block(nn.Module):
         return x, present
 
 
-class GPT(nn.Module, GenerationMixin):
+class GPT(nn.Module, GenerationMixin, PretrainedMixin):
     """The GPT-1 network: token + learned position embeddings, ``n_layer`` post-LN blocks, and a
     tied LM head (:meth:`lm_head`). ``forward`` returns the last hidden states; ``lm_logits``
     the next-token logits; :meth:`from_pretrained` / :meth:`save_pretrained` read and write
@@ -274,21 +275,6 @@ class GPT(nn.Module, GenerationMixin):
         """Next-token logits (B, T, vocab_size + n_special) in float32."""
         hidden, _ = self(input_ids, attention_mask)
         return self.lm_head(hidden).float()
-
-    # Interop lives in gptbench.models.checkpoints; these are the public entry points.
-    @classmethod
-    def from_pretrained(cls, path, **overrides) -> "GPT":
-        """Load a Hugging Face ``openai-gpt`` directory, OpenAI's released ``model/`` directory
-        (params_*.npy + params_shapes.json) or a gptbench checkpoint (directory or .ckpt)."""
-        from gptbench.models.checkpoints import load_gpt
-
-        return load_gpt(path, **overrides)
-
-    def save_pretrained(self, directory) -> None:
-        """Write the Hugging Face format (config.json + model.safetensors)."""
-        from gptbench.models.checkpoints import save_pretrained
-
-        save_pretrained(self, directory)
 
     @staticmethod
     def expand_past(past: PastKeyValues, batch: int) -> PastKeyValues:

@@ -33,9 +33,24 @@ import torch.nn.functional as F
 
 from gptbench.models.decoding import GenerationMixin
 from gptbench.models.gpt import check_pad_vocab_multiple, tied_logits
+from gptbench.models.pretrained import PretrainedMixin
 
 # The (h, c) state after the prefix: h (n_layer, B, E), c (n_layer, B, H).
 LSTMState = tuple[torch.Tensor, torch.Tensor]
+
+
+RIGHT_PADDING = "the LSTM needs right padding: a pad position is followed by a real token"
+
+
+def check_right_padding(attention_mask: torch.Tensor) -> None:
+    """A ValueError for a left-padded mask. On an accelerator the check runs on the device
+    (``torch._assert_async``): reading its result every step would wait for the GPU, and a failed
+    assert stops the process with the same message at a later kernel."""
+    left_padded = (attention_mask[:, 1:] > attention_mask[:, :-1]).any()
+    if attention_mask.device.type != "cpu":
+        torch._assert_async(~left_padded, RIGHT_PADDING)
+    elif left_padded:
+        raise ValueError(RIGHT_PADDING)
 
 
 @dataclass
@@ -75,7 +90,7 @@ class LSTMConfig:
         return self.vocab_size + self.n_special
 
 
-class LSTMLM(nn.Module, GenerationMixin):
+class LSTMLM(nn.Module, GenerationMixin, PretrainedMixin):
     """Token embedding -> ``n_layer`` LSTM layers of ``n_hidden`` units projected to ``n_embd`` ->
     tied LM head. Same calls as GPT (see the module docstring)."""
 
@@ -102,8 +117,8 @@ class LSTMLM(nn.Module, GenerationMixin):
         past_key_values: LSTMState | None = None,
     ) -> tuple[torch.Tensor, LSTMState]:
         """The last layer's outputs (B, T, E) and the (h, c) state after the last position."""
-        if attention_mask is not None and bool((attention_mask[:, 1:] > attention_mask[:, :-1]).any()):
-            raise ValueError("the LSTM needs right padding: a pad position is followed by a real token")
+        if attention_mask is not None:
+            check_right_padding(attention_mask)
         x = self.embd_dropout(self.tokens_embed(input_ids))  # (B, T, E)
         with warnings.catch_warnings():  # a notice that oneDNN has no LSTMP kernel (PyTorch's own runs)
             warnings.filterwarnings("ignore", message="LSTM with projections is not supported with oneDNN")
@@ -143,9 +158,3 @@ class LSTMLM(nn.Module, GenerationMixin):
         v = self.config.vocab_size
         with torch.no_grad():
             self.tokens_embed.weight[v:].normal_(0.0, self.config.initializer_range)
-
-    def save_pretrained(self, directory) -> None:
-        """gptbench's format: config.json (model_type gptbench-lstm) + model.safetensors."""
-        from gptbench.models.checkpoints import save_pretrained
-
-        save_pretrained(self, directory)

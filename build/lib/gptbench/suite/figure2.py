@@ -24,7 +24,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from gptbench.config import EXPERIMENTS_DIR, ConfigError, experiment_files, load_config
+from gptbench.config import EXPERIMENTS_DIR, ConfigError, TrainerConfig, experiment_files, load_config
 from gptbench.io import atomic_write_json
 from gptbench.models import NEXT_TOKEN_ARCHITECTURES
 from gptbench.run_identity import pretrain_dir, pretrain_settings, settings_key
@@ -63,6 +63,16 @@ def load_zero_shot_curve(name: str) -> ZeroShotCurve:
     return ZeroShotCurve(path.stem, archs, tasks, max_examples)
 
 
+def evaluation_device(trainer: TrainerConfig) -> str:
+    """The device the run's accelerator setting names (``auto``: a GPU when there is one)."""
+    import torch
+
+    accelerator = trainer.accelerator
+    if accelerator == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return {"gpu": "cuda"}.get(accelerator, accelerator)
+
+
 def run_zero_shot_curve(name: str, preset: str, overrides: list[str], results_dir: Path | None = None,
                         tasks=None, max_examples: int | None = None) -> Path:  # fmt: skip
     """Pre-train each architecture (reused when done), then score every kept snapshot."""
@@ -99,7 +109,7 @@ def run_zero_shot_curve(name: str, preset: str, overrides: list[str], results_di
         cfg, out, key = configs[arch], results_dir / "zeroshot" / arch / f"step{step}.json", keys[arch]
         snapshot = pretrain_dir(cfg) / "snapshots" / f"step{step}"
         start = time.perf_counter()
-        model, tokenizer = load_model_and_tokenizer(snapshot, device="cpu")
+        model, tokenizer = load_model_and_tokenizer(snapshot, device=evaluation_device(cfg.trainer))
         scores, unavailable = {}, {}
         for task in tasks:
             try:

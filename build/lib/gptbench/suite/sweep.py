@@ -2,9 +2,15 @@
 
 ``gptbench sweep table4_glue smoke seeds=[1,2,3]`` expands ``experiments/table4_glue.yaml`` on
 the ``smoke`` preset, pre-trains once (shared by every fine-tune that uses it), then runs each
-fine-tune in a fresh process (forked from a server that imported the training stack once): one after another, ``jobs=N`` at a time (threads divided so N jobs
-never oversubscribe the cores), or as one submitit job array (``executor=slurm``;
-``executor=submitit_local`` runs the same code on this machine).
+fine-tune in a fresh process (forked from a server that imported the training stack once): one
+after another, or ``jobs=N`` at a time (threads divided so N jobs never oversubscribe the cores;
+on a machine with GPUs, job slot i runs on GPU i mod G, ``gpus=[..]`` choosing them and
+``share_gpus=true`` allowing more slots than GPUs). With ``executor=slurm`` (submitit) each
+pre-training is a job of its own and the fine-tunes that start from it a job array that waits for
+it, each job asking for the run's devices (``trainer.devices`` GPUs and as many tasks, per node)
+and ``cpus_per_task=`` CPUs; ``executor=submitit_local`` runs the same code on this machine. A run
+on several devices (DDP) is refused outside SLURM: Lightning would start its other processes by
+running the whole sweep's command again.
 
 Each run leaves one status file, written atomically, in ``<results_dir>/runs/<paper table>/
 <task>/<variant>/seed<seed>.json``: ``done`` (the run's results), ``failed`` (its error) or
@@ -40,7 +46,8 @@ from gptbench.io import atomic_write_json
 from gptbench.run_identity import finetune_settings, settings_key
 from gptbench.suite.figure2 import LAYERS_TABLE, run_zero_shot_curve, write_figure2
 
-SWEEP_KEYS = ("seeds", "task_seeds", "task_overrides", "tasks", "variants", "jobs", "executor", "results_dir", "max_examples")
+SWEEP_KEYS = ("seeds", "task_seeds", "task_overrides", "tasks", "variants", "jobs", "executor", "results_dir", "max_examples",
+              "gpus", "share_gpus", "cpus_per_task", "slurm")
 EXECUTORS = ("local", "slurm", "submitit_local")
 
 
@@ -214,22 +221,66 @@ def absent_data(cfg: ExperimentConfig) -> str | None:
     return next((why for why in reasons if why), None)
 
 
-def execute_run(run: Run, results_dir: str, threads: int | None = None) -> dict:
+@dataclass(frozen=True)
+class GpuShare:
+    """The GPU a local job runs on (its ``CUDA_VISIBLE_DEVICES``) and how many jobs share it."""
+
+    device: str
+    sharing: int = 1
+
+
+def visible_gpus() -> list[str]:
+    """The GPUs this process may use, as ``CUDA_VISIBLE_DEVICES`` names them (a job's own
+    ``CUDA_VISIBLE_DEVICES`` must name them the same way, not by their index here)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return []
+    listed = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+    return listed or [str(i) for i in range(torch.cuda.device_count())]
+
+
+def gpu_slots(jobs: int, gpus: list[str], share: bool) -> list[GpuShare | None]:
+    """The GPU of each of the ``jobs`` local job slots: slot i gets ``gpus[i mod len(gpus)]``.
+    More slots than GPUs would put two runs on one GPU, which only ``share_gpus=true`` allows
+    (each then gets an equal share of its memory); no GPUs: the slots run on the CPU."""
+    if not gpus:
+        return [None] * jobs
+    if jobs > len(gpus) and not share:
+        raise ConfigError(f"jobs={jobs} on {len(gpus)} GPU(s) {gpus}: some runs would share a GPU; pass "
+                          f"share_gpus=true to allow it, jobs<={len(gpus)}, or gpus=[...] to choose the devices")  # fmt: skip
+    sharing = [sum(1 for j in range(jobs) if j % len(gpus) == i) for i in range(len(gpus))]
+    return [GpuShare(gpus[i % len(gpus)], sharing[i % len(gpus)]) for i in range(jobs)]
+
+
+def job_rank() -> int:
+    """This process's rank among the processes of one job: srun starts one task per device for a
+    DDP run (``tasks_per_node`` = ``trainer.devices``), each running the job's function; 0 alone."""
+    return int(os.environ.get("SLURM_PROCID", "0"))
+
+
+def execute_run(run: Run, results_dir: str, threads: int | None = None, gpu: GpuShare | None = None) -> dict:
     """One fine-tune in this process, its output in its log file; writes and returns its status.
-    Top-level and picklable: the same function runs in a local process pool and in submitit jobs."""
+    Top-level and picklable: the same function runs in a local process pool and in submitit jobs.
+    ``gpu``: the GPU this (fresh) process may use, set before CUDA starts. In a multi-task job
+    (DDP under srun) every task trains; rank 0 writes the status and the others log beside it."""
     import torch
 
     from gptbench.suite.results import copy_predictions
     from gptbench.training.finetune import run_finetune
     from gptbench.tasks import SplitUnavailable
 
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu.device
+        if gpu.sharing > 1 and torch.cuda.is_available():
+            torch.cuda.set_per_process_memory_fraction(1 / gpu.sharing)
     if threads:
         torch.set_num_threads(threads)
-    cfg = run.config()
+    cfg, rank = run.config(), job_rank()
     base = {"table": run.table, "task": run.task, "variant": run.variant, "seed": run.seed,
             "request_key": request_key(cfg), "overrides": list(run.overrides),
             **({"note": run.note} if run.note else {})}  # fmt: skip
-    log = log_path(cfg, run)
+    log = log_path(cfg, run) if rank == 0 else log_path(cfg, run).with_suffix(f".rank{rank}.log")
     start = time.perf_counter()
     with output_to(log):
         try:
@@ -241,10 +292,25 @@ def execute_run(run: Run, results_dir: str, threads: int | None = None) -> dict:
             status = {**base, "status": "failed", "error": f"{type(e).__name__}: {e}".split("\n")[0], "log": str(log)}
     status.setdefault("wall_seconds", time.perf_counter() - start)
     status["torch_threads"] = torch.get_num_threads()
-    if status["status"] == "done":
-        copy_predictions(cfg, status, status_path(Path(results_dir), run))
-    atomic_write_json(status_path(Path(results_dir), run), status)
+    if gpu is not None:
+        status["cuda_visible_devices"] = gpu.device
+    if rank == 0:
+        if status["status"] == "done":
+            copy_predictions(cfg, status, status_path(Path(results_dir), run))
+        atomic_write_json(status_path(Path(results_dir), run), status)
     return status
+
+
+def pretrain_job(cfg: ExperimentConfig, results_dir: str) -> str:
+    """A pre-training as a job of its own (the fine-tunes' job array waits for it), on the
+    resources its trainer settings ask for; returns the export directory."""
+    from gptbench.suite.results import write_pretrain_results
+    from gptbench.training.pretrain import run_pretrain
+
+    export = run_pretrain(cfg)
+    if job_rank() == 0:
+        write_pretrain_results(cfg, Path(results_dir))
+    return str(export)
 
 
 @contextlib.contextmanager
@@ -333,9 +399,6 @@ def stand_ins(table: Table, preset: str, overrides: list[str]) -> dict[str, tupl
 
 def run_sweep(table_name: str, preset: str, overrides: list[str]) -> Path:
     """Expand and execute a sweep (a table, or a zero-shot curve); returns its results directory."""
-    from gptbench.training.pretrain import run_pretrain
-    from gptbench.suite.results import write_pretrain_results
-
     sweep, experiment = split_overrides(overrides)
     if table_name in experiment_files("zero_shot_curve") or _kind(table_name) == "zero_shot_curve":
         unknown = sorted(set(sweep) - {"tasks", "results_dir", "max_examples", "task_seeds", "task_overrides"})
@@ -354,10 +417,14 @@ def run_sweep(table_name: str, preset: str, overrides: list[str]) -> Path:
         raise ConfigError(f"jobs={jobs}, executor={executor!r}: expected jobs >= 1 and executor in {EXECUTORS}")
     first = runs[0].config()
     results_dir = Path(sweep.get("results_dir") or Path("results") / first.name)
+    pretrainings = _pretrainings(runs)
+    refuse_ddp_outside_slurm(table.name, executor, [*pretrainings, *(r.config() for r in runs)])
+    gpus = [str(g) for g in sweep["gpus"]] if "gpus" in sweep else visible_gpus()
+    slots = gpu_slots(jobs, gpus, bool(sweep.get("share_gpus", False))) if executor == "local" else []
 
-    for cfg in _pretrainings(runs):
-        run_pretrain(cfg)  # done once; a finished pre-training is reused
-        write_pretrain_results(cfg, results_dir)
+    if executor == "local":
+        for cfg in pretrainings:
+            pretrain_job(cfg, str(results_dir))  # done once; a finished pre-training is reused
     todo = [r for r in runs if not is_done(results_dir, r)]
     absent = {r: why for r in todo if (why := absent_data(r.config()))}
     for run, why in absent.items():  # recorded without starting a process
@@ -372,9 +439,9 @@ def run_sweep(table_name: str, preset: str, overrides: list[str]) -> Path:
         print(f"  {run.id}: unavailable ({why})", flush=True)
     progress = Progress(len(runs), len(runs) - len(todo), jobs)
     if executor == "local":
-        _run_local(todo, results_dir, jobs, progress)
+        _run_local(todo, results_dir, slots, progress)
     else:
-        _run_submitit(todo, results_dir, jobs, executor, first, progress)
+        _run_submitit(todo, pretrainings, results_dir, jobs, executor, sweep, first.run_dir / "submitit", progress)
     if table.paper_table == LAYERS_TABLE:
         write_figure2(results_dir)
     return results_dir
@@ -419,51 +486,155 @@ def _stopping_workers_on_sigterm(pool: ProcessPoolExecutor):
         signal.signal(signal.SIGTERM, previous)
 
 
-def _run_local(runs: list[Run], results_dir: Path, jobs: int, progress: Progress) -> None:
-    """Each run in a fresh process (a crash stays in its run), ``jobs`` at a time."""
+def _run_local(runs: list[Run], results_dir: Path, slots: list[GpuShare | None], progress: Progress) -> None:
+    """Each run in a fresh process (a crash stays in its run), one per slot at a time, on the
+    slot's GPU where there are GPUs; the CPU threads are divided between the slots."""
+    jobs = len(slots)
     threads = max(1, (os.cpu_count() or 1) // jobs)
     context = fresh_process_context()
-    pending, started = list(runs), {}
+    pending, started, free = list(runs), {}, list(range(jobs))
     with ProcessPoolExecutor(jobs, mp_context=context, max_tasks_per_child=1) as pool, _stopping_workers_on_sigterm(pool):
         while pending or started:
-            while pending and len(started) < jobs:
-                run = pending.pop(0)
-                print(f"  running {run.id}", flush=True)
-                started[pool.submit(execute_run, run, str(results_dir), threads)] = (run, time.perf_counter())
+            while pending and free:
+                run, slot = pending.pop(0), free.pop(0)
+                where = f" on GPU {slots[slot].device}" if slots[slot] else ""
+                print(f"  running {run.id}{where}", flush=True)
+                future = pool.submit(execute_run, run, str(results_dir), threads, slots[slot])
+                started[future] = (run, time.perf_counter(), slot)
             finished, _ = wait(started, return_when=FIRST_COMPLETED)
             for future in finished:
-                run, t0 = started.pop(future)
+                run, t0, slot = started.pop(future)
+                free.append(slot)
                 try:
                     status = future.result()
                 except Exception as e:  # the worker process died (killed, out of memory)
-                    status = {"table": run.table, "task": run.task, "variant": run.variant, "seed": run.seed,
-                              "status": "failed", "error": f"worker process died: {type(e).__name__}: {e}"}  # fmt: skip
+                    status = _failed(run, f"worker process died: {type(e).__name__}: {e}")
                     atomic_write_json(status_path(results_dir, run), status)
                 progress.finished(run, status, time.perf_counter() - t0)
 
 
-def _run_submitit(runs: list[Run], results_dir: Path, jobs: int, executor_name: str, cfg: ExperimentConfig,
-                  progress: Progress) -> None:  # fmt: skip
-    """One job array for the sweep; each job writes its own status file on the shared folder."""
+def _failed(run: Run, error: str) -> dict:
+    return {"table": run.table, "task": run.task, "variant": run.variant, "seed": run.seed, "status": "failed",
+            "error": error}  # fmt: skip
+
+
+def refuse_ddp_outside_slurm(table: str, executor: str, configs: list[ExperimentConfig]) -> None:
+    """A run on several devices (DDP) needs one process per device. SLURM starts them (srun, one
+    task per device); anywhere else Lightning starts them by running this process's command line
+    again, which would run the whole sweep again in each of them: refused, saying what to do."""
+    wide = next((c for c in configs if c.trainer.devices * c.trainer.num_nodes > 1), None)
+    if wide is None or executor == "slurm":
+        return
+    t = wide.trainer
+    raise ConfigError(
+        f"sweep {table}: trainer.devices={t.devices} trainer.num_nodes={t.num_nodes} (DDP) cannot run inside "
+        f"`gptbench sweep` with executor={executor}: Lightning starts the other processes by running the command "
+        "line again, which would run the whole sweep again in each of them. Use executor=slurm (each job asks for "
+        "trainer.devices GPUs and one task per device), or run the stages one by one, e.g. `gptbench pretrain "
+        f"PRESET trainer.devices={t.devices} trainer.strategy=ddp`, then `gptbench finetune ...` with the same "
+        "overrides; or run the sweep on one device per run (trainer.devices=1) with jobs=N")  # fmt: skip
+
+
+def pretrain_finished(cfg: ExperimentConfig) -> bool:
+    from gptbench.run_identity import pretrain_dir
+
+    stage = pretrain_dir(cfg)
+    return (stage / "model" / "config.json").is_file() and (stage / "metrics.json").is_file()
+
+
+def slurm_request(cfg: ExperimentConfig, sweep: dict) -> dict:
+    """What one job of ``cfg`` asks SLURM for: a node per ``trainer.num_nodes``, one task per
+    device (Lightning reads srun's tasks as its DDP processes), a GPU per device unless
+    ``trainer.accelerator=cpu``, ``cpus_per_task`` as the sweep says (not the submitting host's
+    count), then the sweep's ``slurm={...}`` parameters (partition, account, mem_gb, timeout_min,
+    any ``slurm_<sbatch option>``)."""
+    t = cfg.trainer
+    request = {"timeout_min": 24 * 60, "nodes": t.num_nodes, "tasks_per_node": t.devices}
+    if t.accelerator != "cpu":
+        request["gpus_per_node"] = t.devices
+    if sweep.get("cpus_per_task") is not None:
+        request["cpus_per_task"] = int(sweep["cpus_per_task"])
+    extra = sweep.get("slurm") or {}
+    if not isinstance(extra, dict):
+        raise ConfigError(f"slurm={extra!r}: expected a mapping of submitit parameters, e.g. slurm='{{partition: gpu}}'")
+    return {**request, **extra}
+
+
+def _executor(kind: str, folder: Path, cfg: ExperimentConfig, sweep: dict, jobs: int):
+    """A submitit executor for jobs of ``cfg``'s shape: SLURM (see :func:`slurm_request`), or
+    this machine (``submitit_local``, one process per job)."""
     import submitit
 
-    folder = cfg.run_dir / "submitit"
-    if executor_name == "slurm":
-        executor = submitit.AutoExecutor(folder=folder)
-        executor.update_parameters(slurm_array_parallelism=jobs, timeout_min=24 * 60, cpus_per_task=os.cpu_count())
-    else:
+    if kind == "submitit_local":
         executor = submitit.LocalExecutor(folder=folder)
         executor.update_parameters(timeout_min=24 * 60)
-    if not runs:
-        return
+        return executor
+    executor = submitit.AutoExecutor(folder=folder)
+    try:
+        executor.update_parameters(**slurm_request(cfg, sweep), slurm_array_parallelism=jobs)
+    except (NameError, AssertionError, TypeError) as e:  # submitit's errors for unknown or mistyped parameters
+        raise ConfigError(f"slurm={sweep.get('slurm')}: {str(e).splitlines()[0]}") from None
+    return executor
+
+
+def _run_submitit(runs: list[Run], pretrainings: list[ExperimentConfig], results_dir: Path, jobs: int,
+                  executor_name: str, sweep: dict, folder: Path, progress: Progress) -> None:  # fmt: skip
+    """Each unfinished pre-training as a job of its own, then one job array per pre-training for
+    the fine-tunes that start from it. On SLURM an array is submitted at once and waits for its
+    pre-training (``--dependency=afterok``); on this machine it is submitted when the pre-training
+    is done. Each job writes its own status file on the shared folder."""
+    from gptbench.run_identity import pretrain_dir
+
+    results = str(results_dir.resolve())
+    pre_jobs = {}
+    for cfg in pretrainings:
+        if not pretrain_finished(cfg):
+            pre_jobs[pretrain_dir(cfg)] = _executor(executor_name, folder, cfg, sweep, jobs).submit(pretrain_job, cfg, results)
+            print(f"  submitted the pre-training {pretrain_dir(cfg).name} as job {pre_jobs[pretrain_dir(cfg)].job_id}",
+                  flush=True)  # fmt: skip
+        else:
+            pretrain_job(cfg, results)  # finished: only its results are written (no training)
+    groups: dict[Path | None, list[Run]] = {}
+    for run in runs:
+        cfg = run.config()
+        groups.setdefault(pretrain_dir(cfg) if cfg.finetune.init == "pretrained" else None, []).append(run)
     t0 = time.perf_counter()
-    job_list = executor.map_array(execute_run, runs, [str(results_dir.resolve())] * len(runs), [None] * len(runs))
-    print(f"  submitted {len(job_list)} jobs ({job_list[0].job_id.split('_')[0]}) to {folder}", flush=True)
-    for run, job in zip(runs, job_list):
-        try:
-            status = job.result()
-        except Exception as e:
-            status = {"table": run.table, "task": run.task, "variant": run.variant, "seed": run.seed,
-                      "status": "failed", "error": f"job {job.job_id} failed: {str(e).splitlines()[0]}"}  # fmt: skip
-            atomic_write_json(status_path(results_dir, run), status)
+    arrays = []
+    for key, group in groups.items():
+        executor = _executor(executor_name, folder, group[0].config(), sweep, jobs)
+        before = pre_jobs.get(key)
+        if before is not None and executor_name == "slurm":
+            executor.update_parameters(slurm_dependency=f"afterok:{before.job_id}")
+        elif before is not None and _pretraining_failed(before, group, results_dir, progress, t0):
+            continue
+        job_list = executor.map_array(execute_run, group, [results] * len(group), [None] * len(group))
+        print(f"  submitted {len(job_list)} fine-tunes as jobs {job_list[0].job_id.split('_')[0]}"
+              + (f", after job {before.job_id}" if before is not None and executor_name == "slurm" else "")
+              + f" ({folder})", flush=True)  # fmt: skip
+        arrays.append((before, group, job_list))
+    for before, group, job_list in arrays:
+        if before is not None and executor_name == "slurm" and _pretraining_failed(before, group, results_dir, progress, t0):
+            for job in job_list:
+                job.cancel(check=False)  # they would wait for it forever
+            continue
+        for run, job in zip(group, job_list):
+            try:
+                status = job.results()[0]  # (one result per task; rank 0's has the status)
+            except Exception as e:
+                status = _failed(run, f"job {job.job_id} failed: {str(e).splitlines()[0]}")
+                atomic_write_json(status_path(results_dir, run), status)
+            progress.finished(run, status, time.perf_counter() - t0)
+
+
+def _pretraining_failed(job, runs: list[Run], results_dir: Path, progress: Progress, t0: float) -> bool:
+    """Wait for a pre-training job; if it failed, record its runs as failed and say so."""
+    try:
+        job.results()
+        return False
+    except Exception as e:
+        error = f"pre-training job {job.job_id} failed: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+    for run in runs:
+        status = _failed(run, error)
+        atomic_write_json(status_path(results_dir, run), status)
         progress.finished(run, status, time.perf_counter() - t0)
+    return True

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import datetime
+import io
 import math
 import random
+import sys
 import time
 from pathlib import Path
 
@@ -14,6 +17,7 @@ from lightning.pytorch.callbacks import (
     Callback,
     LearningRateMonitor,
     ModelCheckpoint,
+    ProgressBar,
     TQDMProgressBar,
 )
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -72,25 +76,72 @@ def step_scheduler(optimizer, factor) -> dict:
 
 
 class RngStateMixin:
-    """Saves the global RNG states (dropout) in checkpoints, so a resumed run draws exactly the
-    dropout masks the uninterrupted run would have drawn."""
+    """Saves the RNG states (dropout, masked-LM masks, task-head dropout) in checkpoints, so a
+    resumed run draws exactly what the uninterrupted run would have drawn: Python's, NumPy's, the
+    CPU generator and, once CUDA is in use, every CUDA device's generator.
+
+    Under data parallelism every process has its own states. The checkpoint is written by rank 0,
+    so every rank's states are gathered into it (``rng_states_per_rank``) and each rank restores
+    its own; ``rng_states`` is rank 0's, which a resume on another number of processes uses. A
+    checkpoint without CUDA states (written on CPU, or by an older gptbench) leaves the CUDA
+    generators as seeded."""
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        kind, keys, pos, has_gauss, cached = np.random.get_state()
-        # Plain tensors and numbers only, so checkpoints load with torch.load(weights_only=True).
-        checkpoint["rng_states"] = {
-            "torch": torch.get_rng_state(),
-            "numpy": [kind, torch.from_numpy(keys.copy()), pos, has_gauss, cached],
-            "python": random.getstate(),
-        }
+        states = _gather_across_ranks(_rng_states())
+        checkpoint["rng_states"] = states[0]
+        if len(states) > 1:
+            checkpoint["rng_states_per_rank"] = states
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        states = checkpoint.get("rng_states")
+        rank, world = _rank_and_world()
+        per_rank = checkpoint.get("rng_states_per_rank")
+        states = per_rank[rank] if per_rank and len(per_rank) == world else checkpoint.get("rng_states")
         if states:
-            torch.set_rng_state(states["torch"])
-            kind, keys, pos, has_gauss, cached = states["numpy"]
-            np.random.set_state((kind, keys.numpy(), pos, has_gauss, cached))
-            random.setstate(states["python"])
+            _set_rng_states(states)
+
+
+def _rng_states() -> dict:
+    """This process's RNG states, as plain tensors and numbers so that checkpoints load with
+    torch.load(weights_only=True)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    states = {
+        "torch": torch.get_rng_state(),
+        "numpy": [kind, torch.from_numpy(keys.copy()), pos, has_gauss, cached],
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_initialized():  # a CPU run on a GPU machine does not start CUDA to save nothing
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def _set_rng_states(states: dict) -> None:
+    torch.set_rng_state(states["torch"])
+    kind, keys, pos, has_gauss, cached = states["numpy"]
+    np.random.set_state((kind, keys.numpy(), pos, has_gauss, cached))
+    random.setstate(states["python"])
+    if states.get("cuda") and torch.cuda.is_available():
+        # Before CUDA starts this is queued and runs after the seeding done at start-up.
+        torch.cuda.set_rng_state_all(states["cuda"][: torch.cuda.device_count()])
+
+
+def _rank_and_world() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def _gather_across_ranks(states: dict) -> list[dict]:
+    """Every rank's ``states``, by rank (a collective: every rank saves a checkpoint together)."""
+    _, world = _rank_and_world()
+    if world == 1:
+        return [states]
+    # As torch.save bytes: all_gather_object's own pickling of tensors does not round-trip the
+    # generator states (torch 2.13: "UntypedStorage has no attribute dtype").
+    buffer = io.BytesIO()
+    torch.save(states, buffer)
+    gathered: list = [None] * world
+    torch.distributed.all_gather_object(gathered, buffer.getvalue())
+    return [torch.load(io.BytesIO(blob), weights_only=True) for blob in gathered]
 
 
 def stepping_batches(trainer: L.Trainer, train_batches: int | None) -> int:
@@ -126,7 +177,9 @@ class GradientClipping:
 
 
 class TokensPerSecond(Callback):
-    """Logs training throughput (tokens/s) over the interval between logging steps."""
+    """Logs training throughput, ``train/tokens_per_sec``, over the interval between logging steps:
+    the real (unpadded) tokens of every process together. The count stays on the device between
+    logging steps (reading it every step would stall the GPU's queue)."""
 
     def __init__(self) -> None:
         self._tokens, self._start = 0, None
@@ -136,10 +189,12 @@ class TokensPerSecond(Callback):
             self._start = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self._tokens += int(batch["attention_mask"].sum()) if isinstance(batch, dict) else batch[0].numel()
+        self._tokens += batch["attention_mask"].sum() if isinstance(batch, dict) else batch[0].numel()
         if trainer.global_step % trainer.log_every_n_steps == 0:
             elapsed = time.perf_counter() - self._start
-            pl_module.log("train/tokens_per_sec", self._tokens / max(elapsed, 1e-9))
+            # Summed over processes: each logs its own rate, Lightning adds them up.
+            rate = torch.as_tensor(self._tokens, dtype=torch.float32, device=pl_module.device) / max(elapsed, 1e-9)
+            pl_module.log("train/tokens_per_sec", rate, sync_dist=True, reduce_fx="sum")
             self._tokens, self._start = 0, time.perf_counter()
 
 
@@ -198,21 +253,62 @@ def resumable_checkpoints(ckpt_dir: Path, every_n_train_steps: int | None = None
 
 
 class StopOnNonFiniteLoss(Callback):
-    """Stops a run whose loss becomes nan or infinite, before that step's update reaches the
-    weights, naming the step and the last checkpoint written before it (training on would only
-    spread the NaN)."""
+    """Stops a run whose loss becomes nan or infinite, naming the first such step and the last
+    checkpoint written before it (training on would only spread the NaN).
+
+    The losses are checked on the device (no per-step host sync) and read back at each logging
+    step, before any checkpoint is written and when training ends. So the run stops at most
+    ``log_every_n_steps`` updates after the first non-finite loss: those updates do reach the
+    weights in memory, but never a checkpoint, a snapshot or an export, and the checkpoint named
+    is from before the first non-finite loss."""
 
     def __init__(self, ckpt_dir: Path):
         self.ckpt_dir = Path(ckpt_dir)
+        self._first_step: torch.Tensor | None = None  # on the device: -1 until a loss is not finite
+        self._first_loss: torch.Tensor | None = None
 
     def on_before_backward(self, trainer, pl_module, loss) -> None:
-        if torch.isfinite(loss).all():
+        loss = loss.detach()
+        if self._first_step is None:
+            self._first_step = torch.full((), -1, dtype=torch.long, device=loss.device)
+            self._first_loss = torch.zeros((), dtype=torch.float32, device=loss.device)
+        first = (self._first_step < 0) & ~torch.isfinite(loss).all()
+        self._first_step = torch.where(first, trainer.global_step, self._first_step)
+        self._first_loss = torch.where(first, loss.float().mean(), self._first_loss)
+
+    def check(self, trainer) -> None:
+        """Raise :class:`NonFiniteLoss` if a loss since the start of the session was not finite, on
+        any process (a collective: every process checks at the same points, and all stop)."""
+        seen = self._first_step is not None and int(self._first_step) >= 0
+        if not trainer.strategy.reduce_boolean_decision(seen, all=False):
             return
+        if not seen:
+            raise NonFiniteLoss(f"training loss became nan or infinite on another process; stopped at step "
+                                f"{trainer.global_step}")  # fmt: skip
         good = latest_checkpoint(self.ckpt_dir, exclude_exception=True)
         resume = (f"the last checkpoint before it is {good} (resume=true continues from there)" if good
                   else "no checkpoint was written before it")  # fmt: skip
-        raise NonFiniteLoss(f"training loss is {loss.item()} at step {trainer.global_step} (epoch {trainer.current_epoch}); "
-                            f"stopped before the update; {resume}. Lower the learning rate or check the data.")  # fmt: skip
+        raise NonFiniteLoss(f"training loss is {self._first_loss.item()} at step {int(self._first_step)}; stopped at "
+                            f"step {trainer.global_step} (epoch {trainer.current_epoch}), before any checkpoint held "
+                            f"the weights after it; {resume}. Lower the learning rate or check the data.")  # fmt: skip
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step % trainer.log_every_n_steps == 0:
+            self.check(trainer)
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        self.check(trainer)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.check(trainer)
+
+
+def check_losses_finite(trainer) -> None:
+    """Raise :class:`NonFiniteLoss` now if the trainer's :class:`StopOnNonFiniteLoss` saw a
+    non-finite loss (for callbacks that write the weights, e.g. snapshots; every process calls it)."""
+    for callback in trainer.callbacks:
+        if isinstance(callback, StopOnNonFiniteLoss):
+            callback.check(trainer)
 
 
 class FlushLogsWithCheckpoints(Callback):
@@ -281,6 +377,56 @@ def checkpoint_step(path: Path | None) -> int | None:
     return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["global_step"])
 
 
+class LineProgress(ProgressBar):
+    """Progress for output that is not a terminal (sweep logs, SLURM, CI): one line per logging
+    interval, ``epoch E step S/N  loss L  tokens/s T  ETA H:MM:SS``, and no carriage returns (a
+    redrawn bar leaves hundreds of partial lines in a log file). The tokens/s field is there when
+    ``train/tokens_per_sec`` is logged; the ETA extrapolates this session's steps per second."""
+
+    def __init__(self, stream=None):
+        super().__init__()
+        self.stream = stream  # None: sys.stdout at the time of printing
+        self._enabled = True
+        self._last_step = -1
+        self._start: tuple[float, int] = (0.0, 0)  # (time, global step) when this session began
+
+    def disable(self) -> None:
+        self._enabled = False
+
+    def enable(self) -> None:
+        self._enabled = True
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._start = (time.perf_counter(), trainer.global_step)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        if not self._enabled or step == self._last_step or step % max(1, trainer.log_every_n_steps):
+            return
+        self._last_step = step
+        print(self.line(trainer), file=self.stream or sys.stdout, flush=True)
+
+    def line(self, trainer) -> str:
+        step, total = trainer.global_step, trainer.estimated_stepping_batches
+        metrics = trainer.callback_metrics
+        fields = [f"epoch {trainer.current_epoch}", f"step {step}" + (f"/{total}" if math.isfinite(total) else "")]
+        if "train/loss" in metrics:
+            fields.append(f"loss {float(metrics['train/loss']):.4f}")
+        if "train/tokens_per_sec" in metrics:
+            fields.append(f"tokens/s {float(metrics['train/tokens_per_sec']):,.0f}")
+        start, step0 = self._start
+        if math.isfinite(total) and step > step0:
+            eta = (time.perf_counter() - start) / (step - step0) * max(0, total - step)
+            fields.append(f"ETA {datetime.timedelta(seconds=round(eta))}")
+        return "  ".join(fields)
+
+
+def progress_bar(stream=None) -> ProgressBar:
+    """Lightning's redrawn bar on a terminal; :class:`LineProgress` anywhere else. ``stream``:
+    where progress goes; by default standard output, where Lightning's bar writes too."""
+    return TQDMProgressBar(refresh_rate=10) if (stream or sys.stdout).isatty() else LineProgress(stream)
+
+
 def make_trainer(
     run_dir: Path,
     trainer_cfg: TrainerConfig,
@@ -291,12 +437,15 @@ def make_trainer(
 ) -> L.Trainer:
     """A Trainer writing TensorBoard logs to ``run_dir/tb`` and checkpoints to
     ``run_dir/checkpoints``; an exception (Ctrl-C included) leaves ``on_exception.ckpt``.
+    Progress is a bar on a terminal, one line per logging interval elsewhere (:func:`progress_bar`).
 
     Resuming from ``resume_from``, TensorBoard is told to drop what the interrupted session logged
     at or after the checkpoint's step (``purge_step``): those steps are trained and logged again,
     and would otherwise show twice."""
     if trainer_cfg.keep_freed_memory:
         keep_freed_memory()
+    # Set every time (it is process-wide): the default, "highest", is exact fp32 on every GPU.
+    torch.set_float32_matmul_precision(trainer_cfg.float32_matmul_precision)
     return L.Trainer(
         default_root_dir=run_dir,
         accelerator=trainer_cfg.accelerator,
@@ -313,8 +462,8 @@ def make_trainer(
             StopOnNonFiniteLoss(run_dir / "checkpoints"),
             FlushLogsWithCheckpoints(),
             LearningRateMonitor(logging_interval="step"),
-            TQDMProgressBar(refresh_rate=10),
             *extra_callbacks,
+            progress_bar(),  # after the callbacks that log: its line shows this interval's values
         ],
         enable_model_summary=False,
         **kwargs,

@@ -32,7 +32,7 @@ from gptbench.tasks import TaskSpec, get_task
 from gptbench.data.tokenizer import Tokenizer
 from gptbench.data.tokenizer_stage import build_tokenizer, run_tokenizer
 from gptbench.training.exports import write_model_card
-from gptbench.training.masked_lm import IGNORE, mask_tokens
+from gptbench.training.masked_lm import IGNORE, freeze_unused, mask_tokens
 from gptbench.training.task_model import TaskModel
 from gptbench.training.common import (
     GradientClipping,
@@ -109,6 +109,8 @@ class FinetuneModule(GradientClipping, RngStateMixin, L.LightningModule):
         self.total_steps, self.freeze_body = total_steps, freeze_body
         self.training_losses = torch.compile(self.losses) if compile else self.losses
         model.requires_grad_(not freeze_body)
+        if isinstance(model, BERT) and lm_coef == 0:
+            freeze_unused(model, mlm_head=True)  # BERT's recipe: nothing reads the masked-LM head
         self.head = TaskHead(model.config.n_embd, task.transformation, task.num_outputs, clf_pdrop,
                              model.config.initializer_range)  # fmt: skip
         # One metric set per scored split, and per group within it (RACE-m, RACE-h).
@@ -183,6 +185,10 @@ class FinetuneModule(GradientClipping, RngStateMixin, L.LightningModule):
         return F.cross_entropy(logits, labels)
 
     def predictions(self, logits: torch.Tensor) -> torch.Tensor:
+        """Scores (regression) or class indices, from fp32: under bf16-mixed the head's bf16 output
+        would quantise the scores (and torchmetrics' Spearman would rank them with a bf16 arange)
+        and tie close logits."""
+        logits = logits.float()
         return logits.squeeze(-1) if self.task.labels is None else logits.argmax(-1)
 
     # ---- training and scoring ---------------------------------------------------------------
@@ -227,13 +233,23 @@ class FinetuneModule(GradientClipping, RngStateMixin, L.LightningModule):
                     metric.update(preds[chosen], labels[chosen])
 
     def _log_scores(self, splits: list[str]) -> None:
+        """Each split's (and group's) metrics over every example scored, on all processes: the
+        metrics sum their states over the processes in ``compute``. A group that only some
+        processes saw (RACE-m in one process's share) is computed by all of them, so that they
+        all take part in the same synchronisations."""
         for split in splits:
             for population, metrics in self.metrics[f"split:{split}"].items():
                 prefix = split if population == "all" else f"{split}/{population}"
                 for name, metric in metrics.items():
-                    if metric.update_count:
+                    if self._updated_anywhere(metric):
                         self.log(f"{prefix}/{name}", metric.compute(), prog_bar=population == "all")
                     metric.reset()
+
+    def _updated_anywhere(self, metric) -> bool:
+        if self.trainer.world_size == 1:
+            return metric.update_count > 0
+        count = torch.tensor(float(metric.update_count), device=self.device)
+        return bool(self.trainer.strategy.reduce(count, reduce_op="sum") > 0)
 
     def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
         self._score(batch, self._split_names("eval")[dataloader_idx])
@@ -252,9 +268,33 @@ class FinetuneModule(GradientClipping, RngStateMixin, L.LightningModule):
         logits, _ = self(batch["input_ids"], batch["attention_mask"])
         index = batch.get("index")
         if index is None:
+            if self.trainer.world_size > 1:
+                raise ValueError("predicting on several processes needs each batch's 'index' (the examples' "
+                                 "positions in their split) to put the processes' shares back in order")  # fmt: skip
             index = torch.arange(len(logits)) + batch_idx * len(logits)
         split = self._split_names("predict")[dataloader_idx]
         return {"split": split, "index": index.cpu(), "prediction": self.predictions(logits).cpu()}
+
+    def on_predict_epoch_end(self) -> None:
+        """Under DDP each process predicts a share of every split: gather the shares, so that
+        ``trainer.predict`` returns every prediction on every process, in the split's order and
+        batched as on one process."""
+        if self.trainer.world_size == 1 or not self.trainer.predict_loop.return_predictions:
+            return
+        loop = self.trainer.predict_loop
+        loaders = self.trainer.predict_dataloaders
+        loaders = list(loaders) if isinstance(loaders, (list, tuple)) else [loaders]
+        per_loader = loop.predictions if loop.num_dataloaders > 1 else [loop.predictions]
+        shares = [None] * self.trainer.world_size
+        torch.distributed.all_gather_object(shares, per_loader)
+        for k, (loader, batches) in enumerate(zip(loaders, per_loader)):
+            everyone = [batch for share in shares for batch in share[k]]
+            index = torch.cat([b["index"] for b in everyone])
+            order = index.argsort()
+            index, prediction = index[order], torch.cat([b["prediction"] for b in everyone])[order]
+            size = getattr(loader.batch_sampler, "batch_size", None) or len(index)
+            batches[:] = [{"split": everyone[0]["split"], "index": i, "prediction": p}
+                          for i, p in zip(index.split(size), prediction.split(size))]  # fmt: skip
 
     def configure_optimizers(self):
         optimizer = adamw(self, self.lr, self.weight_decay, self.betas, self.eps)
@@ -495,6 +535,9 @@ def _finetune(cfg: ExperimentConfig, task: TaskSpec, stage_dir: Path, data_root:
     }
     log_hparams(trainer, cfg, results)
     trainer.logger.close()
+    if not trainer.is_global_zero:  # under DDP rank zero writes the run's files; the others wait for them
+        trainer.strategy.barrier("fine-tuning results written")
+        return json.loads((stage_dir / "results.json").read_text())
     # The reported checkpoint, loadable in a line (TaskModel.from_pretrained), before the results
     # that mark the run finished.
     TaskModel(module.model, module.head, task, tokenizer).save_pretrained(stage_dir / "model", results)
@@ -508,4 +551,5 @@ def _finetune(cfg: ExperimentConfig, task: TaskSpec, stage_dir: Path, data_root:
         print(f"{task.name} {split}: " + ", ".join(f"{m}={v:.4f}" for m, v in metrics.items()))
     for split, why in data.unavailable.items():
         print(f"{task.name} {split}: not scored ({why})")
+    trainer.strategy.barrier("fine-tuning results written")
     return json.loads((stage_dir / "results.json").read_text())  # as a later run will read it

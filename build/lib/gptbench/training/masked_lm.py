@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import torch
 
+from gptbench.models.bert import BERT
+
 MASK_RATE = 0.15
 MASK_TOKEN, RANDOM_TOKEN = 0.8, 0.1  # of the selected positions; the remaining 10% stay unchanged
 IGNORE = -100  # the label of an unselected position (F.cross_entropy's ignore_index)
@@ -64,3 +66,21 @@ def mask_tokens(
     inputs = torch.where(to_mask, torch.full_like(ids, mask_id), ids)
     inputs = torch.where(to_random, random_ids, inputs)
     return inputs, labels
+
+
+def freeze_unused(model: BERT, *, pooler: bool = False, mlm_head: bool = False) -> None:
+    """Mark the parts of the encoder an objective never reads as not trained: the [CLS] pooler in
+    masked-LM pre-training (no next-sentence prediction reads it), the masked-LM head's transform
+    and output bias when fine-tuning without the auxiliary loss (its decoder is the tied token
+    embedding, which the encoder reads, so it stays trained).
+
+    Under DDP this is what lets the encoder train: DistributedDataParallel waits in every backward
+    for a gradient of each parameter that requires one, and fails at the second step when some
+    never get one. Frozen, they are not registered, and DDP keeps its default fast path
+    (``find_unused_parameters=True`` would instead walk the autograd graph after every forward to
+    find them). Nothing else changes: a parameter without a gradient is skipped by AdamW, weight
+    decay included, by clipping and by the gradient-norm log, frozen or not."""
+    unused = [*(model.pooler_dense.parameters() if pooler else ()),
+              *((*model.mlm_dense.parameters(), *model.mlm_ln.parameters(), model.mlm_bias) if mlm_head else ())]  # fmt: skip
+    for parameter in unused:
+        parameter.requires_grad_(False)

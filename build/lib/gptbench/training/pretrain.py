@@ -28,10 +28,10 @@ from gptbench.evaluation.fill_mask import fill_mask
 from gptbench.models.bert import BERT
 from gptbench.models.decoding import generate
 from gptbench.run_lock import run_lock
-from gptbench.run_identity import point_link, pretrain_dir, pretrain_settings, record_settings
+from gptbench.run_identity import point_link, pretrain_dir, pretrain_settings, record_settings, world_size
 from gptbench.data.tokenizer import Tokenizer
 from gptbench.data.tokenizer_stage import run_tokenizer
-from gptbench.training.masked_lm import IGNORE, mask_tokens, with_cls
+from gptbench.training.masked_lm import IGNORE, freeze_unused, mask_tokens, with_cls
 from gptbench.training.exports import export_language_model, write_model_card
 from gptbench.training.common import (
     GradientClipping,
@@ -40,6 +40,7 @@ from gptbench.training.common import (
     TokensPerSecond,
     WallClock,
     adamw,
+    check_losses_finite,
     check_resume,
     make_trainer,
     resumable_checkpoints,
@@ -84,6 +85,8 @@ class PretrainModule(GradientClipping, RngStateMixin, L.LightningModule):
         })  # fmt: skip
         self.model = model
         self.masked_lm = architecture_of(model) == "bert"  # BERT's objective instead of the next token
+        if self.masked_lm:
+            freeze_unused(model, pooler=True)  # no next-sentence prediction reads the pooler
         self.lr, self.warmup_steps, self.max_steps = lr, warmup_steps, max_steps
         self.weight_decay, self.betas, self.eps, self.grad_clip = weight_decay, tuple(betas), eps, grad_clip
         self.val_loss = MeanMetric()
@@ -99,14 +102,15 @@ class PretrainModule(GradientClipping, RngStateMixin, L.LightningModule):
         logits = self.model.lm_logits(x)  # (B, T, V)
         return F.cross_entropy(logits.view(-1, logits.size(-1)), y.reshape(-1))
 
-    def masked_lm_loss(self, windows: torch.Tensor, generator: torch.Generator | None) -> tuple[torch.Tensor, int]:
-        """The mean cross-entropy over the selected positions, and how many there were."""
+    def masked_lm_loss(self, windows: torch.Tensor, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The mean cross-entropy over the selected positions, and how many there were (a tensor on
+        the device: reading it would wait for the GPU)."""
         c = self.model.config
         inputs, labels = mask_tokens(with_cls(windows, c.cls_token_id), c.mask_token_id, c.vocab_size, generator)
         hidden, _ = self.model(inputs)  # (B, T, C)
         selected = labels != IGNORE  # the MLM head runs on the ~15% selected positions only
         logits = self.model.lm_head(hidden[selected]).float()  # (N, V)
-        return F.cross_entropy(logits, labels[selected]), int(selected.sum())
+        return F.cross_entropy(logits, labels[selected]), selected.sum()
 
     def training_step(self, batch, batch_idx):
         loss = self.training_loss(*batch)
@@ -187,7 +191,10 @@ class Snapshots(Callback):
 
     def _export(self, trainer, pl_module, step: int) -> None:
         out = self.path(step)
-        if step not in self.steps or not trainer.is_global_zero or (out / "config.json").is_file():
+        if step not in self.steps:
+            return
+        check_losses_finite(trainer)  # a snapshot is kept for good: never one of diverged weights
+        if not trainer.is_global_zero or (out / "config.json").is_file():
             return
         tmp = self.directory / f".step{step}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
@@ -199,6 +206,13 @@ class Snapshots(Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self._export(trainer, pl_module, trainer.global_step)
+
+
+def tokens_trained(cfg: ExperimentConfig, steps: int, n_ctx: int) -> int:
+    """Corpus tokens read in ``steps`` optimizer steps, by all processes together (batch sizes are
+    per process)."""
+    p = cfg.pretrain
+    return steps * p.batch_size * p.accumulate_grad_batches * world_size(cfg) * n_ctx
 
 
 def latest_link(cfg: ExperimentConfig) -> Path:
@@ -253,7 +267,7 @@ def _pretrain(cfg: ExperimentConfig, stage_dir: Path, corpus_root: Path) -> Path
                          Snapshots(stage_dir / "snapshots", p.keep_steps or (), tokenizer)],
         resume_from=ckpt,
         max_steps=p.max_steps,
-        val_check_interval=p.val_every_n_steps,
+        val_check_interval=p.val_every_n_steps * p.accumulate_grad_batches,  # Lightning counts batches
         check_val_every_n_epoch=None,
         accumulate_grad_batches=p.accumulate_grad_batches,
         log_every_n_steps=p.log_every_n_steps,
@@ -263,12 +277,15 @@ def _pretrain(cfg: ExperimentConfig, stage_dir: Path, corpus_root: Path) -> Path
         raise SystemExit(f"pre-training stopped at step {trainer.global_step}/{p.max_steps}; rerun with resume=true")
     val = trainer.validate(module, datamodule=data, verbose=False)[0]
     trainer.logger.close()
+    if not trainer.is_global_zero:  # under DDP rank zero writes the export and metrics; the others wait for them
+        trainer.strategy.barrier("pre-training exported")
+        return export_dir
     export_language_model(module.model, tokenizer, export_dir)
     metrics = {
         "steps": trainer.global_step,
         "val_loss": val["val/loss"],
         "val_ppl": math.exp(val["val/loss"]),
-        "train_tokens": trainer.global_step * p.batch_size * p.accumulate_grad_batches * network.n_ctx,
+        "train_tokens": tokens_trained(cfg, trainer.global_step, network.n_ctx),
         "corpus_tokens": {k: int(v.size) for k, v in data.tokens.items()},
         "wall_seconds": clock.total(),  # training, summed over every session of the run
         "parameters": module.model.num_parameters(),
@@ -280,5 +297,6 @@ def _pretrain(cfg: ExperimentConfig, stage_dir: Path, corpus_root: Path) -> Path
     atomic_write_json(stage_dir / "metrics.json", metrics)
     write_model_card(export_dir)
     point_link(latest_link(cfg), export_dir)
+    trainer.strategy.barrier("pre-training exported")
     print(f"pre-training done: val loss {metrics['val_loss']:.4f}, val ppl {metrics['val_ppl']:.2f} -> {export_dir}")
     return export_dir

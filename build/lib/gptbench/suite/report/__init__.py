@@ -15,11 +15,15 @@ optional but the directory::
                            one fine-tuning run, "status" done | failed | unavailable; <table> is a
                            table id of results/paper.yaml, <variant> "full", "bert" (the encoder,
                            "BERT-style encoder, same budget") or a Table 5 variant
+    predictions/<table>/<task>/<variant>/seed<N>.json
+                           a run's per-example predictions on its reported splits, where recorded
+                           (gptbench.training.finetune.write_predictions): the bootstrap over
+                           examples and the one-class flags read them
     figure2.json           {"layers": [...], "zero_shot": [...], "notes": [...]}, see load_figure2
                            (written by gptbench.suite.figure2 from the Figure 2 sweeps' files)
 
 Our metrics are fractions; every number shown, and every number in the JSON and CSV, is in percent
-like the paper's. A cell is the median over seeds. The same inputs give byte-identical Markdown,
+like the paper's. A cell is the median over seeds; the claims' rules are in gptbench.suite.claims. The same inputs give byte-identical Markdown,
 JSON and CSV: nothing depends on the clock or on the order a directory lists its files in.
 
 The stages are modules: ``read`` (the files), ``tables`` (cells, tables, claims: leaderboard.json),

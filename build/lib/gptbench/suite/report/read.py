@@ -17,8 +17,9 @@ STATUSES = ("done", "failed", "unavailable")
 
 
 def predictions_path(run_file: Path) -> Path:
-    """Where a run's per-example predictions are kept: runs/<table>/<task>/<variant>/predictions/seed<N>.json."""
-    return run_file.parent / "predictions" / run_file.name
+    """Where a run's per-example predictions are kept: ``runs/<table>/<task>/<variant>/seed<N>.json``
+    -> ``predictions/<table>/<task>/<variant>/seed<N>.json`` in the same results directory."""
+    return run_file.parents[4] / "predictions" / Path(*run_file.parts[-4:])
 
 
 @dataclass(frozen=True)

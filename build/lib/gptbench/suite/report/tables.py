@@ -356,6 +356,7 @@ def build_leaderboard(results_dir: Path, paper: dict, curves: dict[str, list[dic
     every = [run.data for found in runs.values() for run in found]
     counts = {"files": len(every), **{s: sum(d["status"] == s for d in every) for s in STATUSES},
               "wall_seconds": round(sum(d.get("wall_seconds") or 0 for d in every), 1),
+              "with_predictions": sum(run.predictions is not None for found in runs.values() for run in found),
               "stages": stage_wall_seconds(results_dir, list(tables))}  # fmt: skip
     datasets = paper["datasets"]
     built = [build_table(tid, spec, runs, paper["previous_best"], datasets["tasks"]) for tid, spec in tables.items()]

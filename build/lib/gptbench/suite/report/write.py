@@ -279,14 +279,20 @@ def figure2_blocks(figure2: dict | None, figures: dict[str, bytes], encoder_pret
     return blocks
 
 
-def claims_blocks(claims: list[dict]) -> list:
+NO_PREDICTIONS = ("No run here recorded per-example predictions (they are recorded since issue #25; these runs are "
+                  "older, and re-scoring needs their checkpoints, which a results directory does not hold), so every "
+                  "interval is over seeds only, and one-class cells are inferred from their scores.")  # fmt: skip
+
+
+def claims_blocks(claims: list[dict], with_predictions: int = 0) -> list:
     """The paper's claims beside what our numbers show (see gptbench.suite.claims)."""
     rows = [[c["claim"], c["verdict"], c["evidence"]] for c in claims]
     return [
         Heading(2, "The paper's claims, checked"),
         Para("Each claim of the paper's analysis (Section 5) against the numbers above: shown, partly, not shown, "
              "or not tested (its numbers, or any interval on them, are not here). " + TABLE5_RULE + " " + FIGURE2_RULE
-             + " A small model can still show or hide an effect, so read each verdict with the preset's scale."),
+             + " A small model can still show or hide an effect, so read each verdict with the preset's scale."
+             + ("" if with_predictions else " " + NO_PREDICTIONS)),
         Table(["claim", "ours", "numbers"], rows),
     ]  # fmt: skip
 
@@ -340,7 +346,7 @@ def leaderboard_blocks(board: dict, figures: dict[str, bytes]) -> list:
     for table in board["tables"]:
         blocks += table_blocks(table, figures, board["encoder_comparison"])
     blocks += figure2_blocks(board["figure2"], figures, board["encoder_comparison"] is not None)
-    blocks += claims_blocks(board["claims"])
+    blocks += claims_blocks(board["claims"], board["runs"]["with_predictions"])
     blocks += pretraining_blocks(board["pretrain_curve"], board["pretrain_curve_lstm"], board["pretrain_curve_bert"],
                                  figures)  # fmt: skip
     return blocks
