@@ -1,1 +1,0 @@
-"""Scoring: task metrics, the zero-shot heuristics, GLUE submission files."""

@@ -1,1 +1,0 @@
-"""The experiment suite: sweeps, result files, the paper's numbers, the report."""
