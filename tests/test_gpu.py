@@ -2,7 +2,7 @@
 masks drawn from the CUDA generators. Skipped, with the reason, where there is no CUDA device.
 
 They need no data from ../shared: books of synthetic sentences, a tokenizer trained on them, and a
-synthetic SST-2. ``gpu_checks.sh`` at the repository root runs this file on a GPU machine.
+synthetic SST-2. ``benchmarks/gpu_checks.sh`` runs this file (and the GPU bench) on a GPU machine.
 """
 
 from __future__ import annotations
