@@ -19,15 +19,17 @@ from gptbench.suite.results import copy_predictions
 from gptbench.tasks import get_task
 
 
-def predictions_of(cfg, task: str) -> dict:
-    (path,) = (cfg.run_dir / "finetune" / task).glob(f"*/seed{cfg.finetune_seed}/predictions.json")
-    return json.loads(path.read_text())
+def predictions_of(cfg, results: dict) -> dict:
+    """The predictions.json beside the run's results.json (other tests fine-tune the same task
+    under other settings in the same runs directory)."""
+    stage = cfg.run_dir / "finetune" / results["task"] / results["settings_key"] / f"seed{cfg.finetune_seed}"
+    return json.loads((stage / "predictions.json").read_text())
 
 
 def test_rte_predictions_reproduce_accuracy_and_reach_the_report(pretrained, tmp_path):
     cfg = load_config("smoke", pretrained + ["finetune.task=rte", "finetune.epochs=1", "finetune.max_eval_examples=40"])
     results = finetune.run_finetune(cfg)
-    dev = predictions_of(cfg, "rte")["splits"]["dev"]
+    dev = predictions_of(cfg, results)["splits"]["dev"]
     assert (dev["examples"], dev["full_examples"], dev["index"]) == (40, 277, list(range(40)))
     assert results["splits"]["dev"]["full_examples"] == 277 and results["splits"]["dev"]["examples"] == 40
     task = get_task("rte")  # the gold labels are those of the evaluation subset (seed 0), in its order
@@ -50,7 +52,7 @@ def test_rte_predictions_reproduce_accuracy_and_reach_the_report(pretrained, tmp
 def test_stsb_scores_reproduce_pearson(pretrained):
     cfg = load_config("smoke", pretrained + ["finetune.task=stsb", "finetune.epochs=1"])
     results = finetune.run_finetune(cfg)
-    dev = predictions_of(cfg, "stsb")["splits"]["dev"]
+    dev = predictions_of(cfg, results)["splits"]["dev"]
     assert dev["full_examples"] == 1500 and len(dev["prediction"]) == len(dev["gold"]) == 64
     pearson = stats.pearsonr(dev["prediction"], dev["gold"])[0]  # scores kept to 4 decimals
     assert pearson == pytest.approx(results["metrics"]["dev"]["pearson"], abs=1e-3)
