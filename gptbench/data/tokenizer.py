@@ -17,10 +17,12 @@ import functools
 import hashlib
 import json
 import multiprocessing
+import operator
 import os
 import re
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import ftfy
@@ -33,14 +35,20 @@ SPECIAL_TOKENS = ("_start_", "_delimiter_", "_classify_")  # names used by the r
 _META_FILE = "gptbench_tokenizer.json"
 _BPE_FILE = "tokenizer.json"
 _WORD_CACHE_SIZE = 1 << 20  # distinct words remembered by a Tokenizer (then it starts afresh)
-# Below this many new pieces a process pool costs more than it saves.
-_PARALLEL_MIN_PIECES = 20_000
+# Raised whenever a change of the pre-tokenization changes the words of some text, so that caches
+# keyed by Tokenizer.fingerprint are rebuilt: 2 = spaCy's special cases matched across spaces as
+# on the whole text (before, pieces batched into one spaCy call could block each other's).
+_PRE_TOKENIZATION_REVISION = 2
+# Below this many new units a process pool costs more than it saves.
+_PARALLEL_MIN_UNITS = 20_000
 
 
 # The released pattern is a plain (not raw) string literal, so its '\\+' alternative compiles to
 # '\+', a single literal plus (already matched by '\++'): runs of backslashes are NOT padded with
 # spaces. This is the pattern exactly as the released code compiles it.
 _PUNCTUATION_RUNS = re.compile(r"""(-+|~+|!+|"+|;+|\?+|\++|,+|\)+|\(+|\+|\/+|\*+|\[+|\]+|}+|{+|\|+|_+)""")
+# The released standardisation's replacements, made before the padding.
+_REPLACEMENTS = {"\u2014": "-", "\u2013": "-", "\u2015": "-", "\u2026": "...", "\u00b4": "'"}
 
 
 def text_standardize(text: str) -> str:
@@ -51,8 +59,8 @@ def text_standardize(text: str) -> str:
     The same string as the released regular expressions, faster: joining the pieces of a split at
     the (captured) runs with spaces is exactly ``sub(" \\1 ")``, and without a newline the two
     whitespace passes and the strip are ``" ".join(text.split())`` (both use Unicode whitespace)."""
-    text = text.replace("\u2014", "-").replace("\u2013", "-").replace("\u2015", "-")
-    text = text.replace("\u2026", "...").replace("\u00b4", "'")
+    for old, new in _REPLACEMENTS.items():
+        text = text.replace(old, new)
     text = " ".join(_PUNCTUATION_RUNS.split(text))
     if "\n" not in text:
         return " ".join(text.split())
@@ -91,19 +99,88 @@ def pre_tokenize(text: str) -> list[str]:
     return pre_tokenize_batch([text], num_workers=1)[0]
 
 
-_LINE_BREAK = None  # in a text's list of pieces: a line-break run, the word '\n'
+_LINE_BREAK = "\n"  # in a text's list of pieces (which hold no whitespace): a line-break run, the word '\n'
 _LINE_BREAK_WORDS = ("\n",)
-_piece_words: dict[str, tuple[str, ...]] = {}  # piece -> its words, see pre_tokenize_batch
-_PIECE_CACHE_SIZE = 1 << 20  # distinct pieces remembered (then it starts afresh)
-_SPACY_CALL_PARTS = 10_000  # parts of new pieces tokenized by one spaCy call
+_FIRST, _LAST = operator.itemgetter(0), operator.itemgetter(-1)
+# Between the units of one spaCy call: a lone '\n' is a whitespace token of its own, and no
+# special-case pattern holds a whitespace token (checked by _special_case_joins), so spaCy cannot
+# join anything across it.
+_UNIT_SEPARATOR = "\n"
+_UNITS_PER_SPACY_CALL = 10_000
+_UNIT_CACHE_SIZE = 1 << 20  # distinct units remembered (then the next batch starts afresh)
+_known_units: dict[str, tuple[str, ...]] = {}  # unit (a piece, or pieces joined by spaces) -> its words
 
 
-def _pieces(text: str) -> list[str | None]:
+@dataclass(frozen=True)
+class _SpecialCaseJoins:
+    """Where spaCy's output for a piece depends on its neighbours.
+
+    spaCy tokenizes each space-separated span on its own, then looks for its special cases made
+    of several tokens (``''``, ``:)``, ``Mr.``, ``it's``, ...) as token sequences over the whole
+    text, with a matcher that does not see single spaces. Overlapping matches are resolved longest
+    first, then leftmost first, and a match is applied only when its text (spaces included) is a
+    special case, so a match across a space is never applied: but it can block a match it
+    overlaps. In ``x' ''Tis`` the match ``' '`` (across the space) is taken before the ``''`` of
+    ``''Tis``, which stays two tokens: ``x ' ' ' tis``, where ``''Tis`` alone gives ``'' tis``.
+
+    Such a match holds the last token of one piece and the first of the next as consecutive
+    tokens of a pattern: one of ``pairs``. The last token of a piece is a suffix of its
+    standardised text and the first a prefix, so two neighbours are independent unless the
+    first's text ends with the left token of a pair whose right token starts the second's
+    (:meth:`joins`). That needs the last character of the one piece and the first of the other
+    (before the standardisation, which may replace them) to be one of ``edges``: a cheap test
+    first."""
+
+    pairs: frozenset[tuple[str, str]]
+    edges: frozenset[str]  # two characters: a piece's last, its neighbour's first
+    lefts_by_last_char: dict[str, tuple[str, ...]]
+    rights_by_first_char: dict[str, tuple[str, ...]]
+
+    def joins(self, left: str, right: str) -> bool:
+        """Whether spaCy may match a special case across the space in ``left + " " + right``
+        (both standardised)."""
+        tails = [t for t in self.lefts_by_last_char.get(left[-1], ()) if left.endswith(t)]
+        heads = [t for t in self.rights_by_first_char.get(right[0], ()) if right.startswith(t)]
+        return any((tail, head) in self.pairs for tail in tails for head in heads)
+
+
+@functools.lru_cache(maxsize=1)
+def _special_case_joins() -> _SpecialCaseJoins:
+    """The consecutive token pairs of spaCy's special-case patterns: each rule tokenized by the
+    same affix rules without special cases, as spaCy makes the patterns it matches."""
+    from spacy.tokenizer import Tokenizer as SpacyTokenizer
+
+    tok = _spacy_tokenizer()
+    affixes_only = SpacyTokenizer(tok.vocab, rules={}, prefix_search=tok.prefix_search, suffix_search=tok.suffix_search,
+                                  infix_finditer=tok.infix_finditer, token_match=tok.token_match, url_match=tok.url_match)  # fmt: skip
+    pairs = set()
+    for rule in tok.rules:
+        tokens = [t.text for t in affixes_only(rule)]
+        pairs.update(zip(tokens, tokens[1:]))
+    if any(not left or not right or any(c.isspace() for c in left + right) for left, right in pairs):
+        raise RuntimeError(f"a spaCy special case joins whitespace or empty tokens: {_UNIT_SEPARATOR!r} cannot separate units")
+    lefts, rights = sorted({a for a, _ in pairs}), sorted({b for _, b in pairs})
+    last_chars = {c: {c} | {old for old, new in _REPLACEMENTS.items() if new[-1] == c} for c in {t[-1] for t in lefts}}
+    first_chars = {c: {c} | {old for old, new in _REPLACEMENTS.items() if new[0] == c} for c in {t[0] for t in rights}}
+    return _SpecialCaseJoins(
+        frozenset(pairs),
+        frozenset(a + b for left, right in pairs for a in last_chars[left[-1]] for b in first_chars[right[0]]),
+        {c: tuple(t for t in lefts if t[-1] == c) for c in last_chars},
+        {c: tuple(t for t in rights if t[0] == c) for c in first_chars},
+    )
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _may_join(left_piece: str, right_piece: str) -> bool:
+    return _special_case_joins().joins(text_standardize(left_piece), text_standardize(right_piece))
+
+
+def _pieces(text: str) -> list[str]:
     """The whitespace-free pieces of a text after ftfy, with ``_LINE_BREAK`` between the pieces
     around each line-break run."""
     text = fix_text(text)
     segments = _LINE_BREAKS.split(text) if "\n" in text else (text,)
-    pieces: list[str | None] = []
+    pieces: list[str] = []
     for segment in segments:
         if pieces and not segment.isspace() and segment:
             pieces.append(_LINE_BREAK)
@@ -111,62 +188,77 @@ def _pieces(text: str) -> list[str | None]:
     return pieces
 
 
-def _words_of_pieces(pieces: Sequence[str]) -> list[tuple[str, ...]]:
-    """Each piece's words: spaCy's lowercased tokens of the piece, standardised first (which may
-    pad punctuation with spaces: the piece's parts). The parts of all pieces go through spaCy
-    together, joined by single spaces, in as few calls as possible (a call per piece costs most of
-    the time on unseen text); a token followed by a space ends its part."""
-    parts_of = [text_standardize(piece).split(" ") for piece in pieces]
-    parts = [part for piece_parts in parts_of for part in piece_parts]
+def _join_dependent(pieces: list[str]) -> list[str]:
+    """A text's units: its pieces, each run of neighbours that spaCy may tokenize together
+    (:class:`_SpecialCaseJoins`) joined by spaces into one unit; the list itself when none."""
+    edges = _special_case_joins().edges
+    if edges.isdisjoint(map(operator.add, map(_LAST, pieces), map(_FIRST, pieces[1:]))):  # most texts
+        return pieces
+    units = pieces[:1]
+    for left, right in zip(pieces, pieces[1:]):
+        if left[-1] + right[0] in edges and _may_join(left, right):
+            units[-1] += " " + right
+        else:
+            units.append(right)
+    return units
+
+
+def _tokenize_units(units: Sequence[str]) -> list[tuple[str, ...]]:
+    """Each unit's words: spaCy's lowercased tokens of the standardised unit. The units go through
+    spaCy together, ``_UNIT_SEPARATOR`` between them, in as few calls as possible (a call per
+    unit costs most of the time on unseen text): what spaCy gives on each unit alone."""
+    texts = [text_standardize(unit) for unit in units]
     tokenize = _spacy_tokenizer()
-    part_words: list[tuple[str, ...]] = []
-    for start in range(0, len(parts), _SPACY_CALL_PARTS):
+    unit_words: list[tuple[str, ...]] = []
+    for start in range(0, len(texts), _UNITS_PER_SPACY_CALL):
         words: list[str] = []
-        for token in tokenize(" ".join(parts[start : start + _SPACY_CALL_PARTS])):
-            words.append(token.text.lower())
-            if token.whitespace_:
-                part_words.append(tuple(words))
+        for token in tokenize(_UNIT_SEPARATOR.join(texts[start : start + _UNITS_PER_SPACY_CALL])):
+            if token.text == _UNIT_SEPARATOR:  # units hold no whitespace but single spaces: a separator
+                unit_words.append(tuple(words))
                 words = []
-        part_words.append(tuple(words))
-    if len(part_words) != len(parts):  # a part holds no whitespace, so its last token is followed by the space
-        raise RuntimeError(f"spaCy gave {len(part_words)} parts for {len(parts)}: the pieces cannot be told apart")
-    out, i = [], 0
-    for piece_parts in parts_of:
-        n = len(piece_parts)
-        out.append(part_words[i] if n == 1 else sum(part_words[i : i + n], ()))
-        i += n
-    return out
+            else:
+                words.append(token.text.lower())
+        unit_words.append(tuple(words))
+    if len(unit_words) != len(units):
+        raise RuntimeError(f"spaCy gave {len(unit_words)} units for {len(units)}: the units cannot be told apart")
+    return unit_words
+
+
+def _learn(units: Iterable[str], num_workers: int) -> None:
+    """Tokenize and remember the units not known yet, in ``num_workers`` processes when many."""
+    new = [unit for unit in units if unit not in _known_units]
+    if num_workers <= 1 or len(new) < _PARALLEL_MIN_UNITS:
+        _known_units.update(zip(new, _tokenize_units(new)))
+        return
+    size = -(-len(new) // (num_workers * 4))
+    chunks = [new[i : i + size] for i in range(0, len(new), size)]
+    # fork: workers inherit the loaded spaCy tokenizer instead of re-importing it.
+    with ProcessPoolExecutor(num_workers, mp_context=multiprocessing.get_context("fork")) as pool:
+        for chunk, tokenized in zip(chunks, pool.map(_tokenize_units, chunks)):
+            _known_units.update(zip(chunk, tokenized))
 
 
 def pre_tokenize_batch(texts: Sequence[str], num_workers: int | None = None) -> list[list[str]]:
     """The words of each text, as spaCy gives them on the whole standardised text.
 
-    Neither the standardisation nor spaCy acts across whitespace: the standardisation's
-    replacements and punctuation padding work inside runs of non-space characters and only
-    collapse whitespace (a run holding a line break to one '\n', any other to one space, the ends
-    stripped), and spaCy's prefix, suffix, infix and special-case rules never cross a space. So each
-    text is split at whitespace and each distinct piece is standardised and tokenized once and
-    remembered for later batches; pieces not seen before go through spaCy together
-    (:func:`_words_of_pieces`), in ``num_workers`` processes (default: all cores) when there are
-    many. A line-break run becomes the word '\n' between the words around it, as the released BPE
-    maps spaCy's whitespace token '\n ' to the symbol '\n</w>'."""
-    pieces = [_pieces(text) for text in texts]
-    distinct = list(dict.fromkeys(p for ps in pieces for p in ps if p is not _LINE_BREAK))
-    new = [p for p in distinct if p not in _piece_words]
-    if len(_piece_words) + len(new) > _PIECE_CACHE_SIZE:
-        _piece_words.clear()
-        new = distinct
+    The standardisation does not act across whitespace: its replacements and punctuation padding
+    work inside runs of non-space characters and it only collapses whitespace (a run holding a
+    line break to one '\n', any other to one space, the ends stripped). spaCy splits at spaces,
+    and only its special-case matching may look across one, between neighbours that
+    :class:`_SpecialCaseJoins` finds (rare). So each text is split at whitespace into pieces, the
+    dependent neighbours are joined again into one unit, and each distinct unit is standardised
+    and tokenized once and remembered for later batches; units not seen before go through spaCy
+    together (:func:`_tokenize_units`), in ``num_workers`` processes (default: all cores) when
+    there are many. A line-break run becomes the word '\n' between the words around it, as the
+    released BPE maps spaCy's whitespace token '\n ' to the symbol '\n</w>'."""
+    if len(_known_units) > _UNIT_CACHE_SIZE:
+        _known_units.clear()
     num_workers = num_workers if num_workers is not None else (os.cpu_count() or 1)
-    if num_workers <= 1 or len(new) < _PARALLEL_MIN_PIECES:
-        _piece_words.update(zip(new, _words_of_pieces(new)))
-    else:
-        size = -(-len(new) // (num_workers * 4))
-        chunks = [new[i : i + size] for i in range(0, len(new), size)]
-        # fork: workers inherit the loaded spaCy tokenizer instead of re-importing it.
-        with ProcessPoolExecutor(num_workers, mp_context=multiprocessing.get_context("fork")) as pool:
-            for chunk, words in zip(chunks, pool.map(_words_of_pieces, chunks)):
-                _piece_words.update(zip(chunk, words))
-    return [[w for p in ps for w in (_LINE_BREAK_WORDS if p is _LINE_BREAK else _piece_words[p])] for ps in pieces]
+    pieces = [_pieces(text) for text in texts]
+    _learn(dict.fromkeys(p for ps in pieces for p in ps if p is not _LINE_BREAK), num_workers)
+    units = [_join_dependent(ps) for ps in pieces]
+    _learn(dict.fromkeys(u for us, ps in zip(units, pieces) if us is not ps for u in us if " " in u), num_workers)
+    return [[w for u in us for w in (_LINE_BREAK_WORDS if u is _LINE_BREAK else _known_units[u])] for us in units]
 
 
 class Tokenizer:
@@ -269,8 +361,10 @@ class Tokenizer:
 
     @functools.cached_property
     def fingerprint(self) -> str:
-        """Stable hash of the vocabulary and merges, for cache keys."""
-        return hashlib.sha256(self._bpe.to_str().encode("utf-8")).hexdigest()[:16]
+        """Stable hash of the vocabulary, merges and pre-tokenization revision, for the keys of
+        caches of token ids (tokenized corpora, encoded task splits)."""
+        text = f"pre-tokenization {_PRE_TOKENIZATION_REVISION}\n{self._bpe.to_str()}"
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
     # ---- encoding -------------------------------------------------------------------------
     def encode(self, text: str) -> list[int]:
