@@ -343,8 +343,11 @@ def network_text(network: dict | None) -> str:
     """A pre-trained network at one scale: parameters, tokens seen, steps, validation perplexity."""
     if network is None:
         return "—"
-    parts = [f"{network['parameters']:,} parameters" if network["parameters"] is not None else "parameters not recorded",
-             f"{network['tokens_seen']:,} tokens" if network["tokens_seen"] is not None else "tokens not recorded"]
+
+    def count(key: str, unit: str) -> str:
+        return f"{unit} not recorded" if network[key] is None else f"{network[key]:,} {unit}"
+
+    parts = [count("parameters", "parameters"), count("tokens_seen", "tokens")]
     if network["steps"] is not None:
         parts.append(f"{network['steps']:,} steps")
     if network["val_ppl"] is not None:
@@ -358,9 +361,10 @@ def scales_blocks(comparison: dict, paper_pretraining: dict) -> list:
     names = [s["name"] for s in comparison["scales"]]
     summary = [[s["name"], s["dir"], *(network_text(s["networks"].get(k)) for k in ("transformer", "lstm", "bert")),
                 str(s["runs"]), s["machine"] or "not recorded"] for s in comparison["scales"]]  # fmt: skip
-    summary.append(["paper (GPT-1)", "", f"{paper_pretraining['parameters']:,} parameters, tokens not recorded in "
-                    f"results/paper.yaml, validation perplexity {paper_pretraining['perplexity']} "
-                    f"({paper_pretraining['perplexity_unit']}, on {paper_pretraining['corpus']})", "", "", "", ""])  # fmt: skip
+    paper = (f"{paper_pretraining['parameters']:,} parameters, tokens not recorded in results/paper.yaml, validation "
+             f"perplexity {paper_pretraining['perplexity']} ({paper_pretraining['perplexity_unit']}, on "
+             f"{paper_pretraining['corpus']})")  # fmt: skip
+    summary.append(["paper (GPT-1)", "", paper, "", "", "", ""])
     blocks = [
         Heading(2, "Scales"),
         Para(f"The same suite at {len(names)} scales ({', '.join(names)}; the first is this directory's), each "
