@@ -41,17 +41,17 @@ def scale_summary(name: str, results_dir: Path, report_dir: Path, board: dict) -
 
 def scale_rows(boards: list[dict]) -> list[dict]:
     """One row per (table, variant, column) present at any scale, in the first scale's order, with
-    each scale's cell (None where a scale has no such cell) and the paper's value."""
+    each scale's cell (None where a scale has no such cell) and the paper's value (one paper.yaml
+    for every scale)."""
     rows: dict[tuple[str, str, str], dict] = {}
     for i, board in enumerate(boards):
         for table in board["tables"]:
             for cell in table["cells"]:
                 key = (table["id"], cell["variant"], cell["column"])
                 row = rows.setdefault(key, {"table": table["id"], "title": table["title"], "variant": cell["variant"],
-                                            "column": cell["column"], "paper": None, "paper_split": cell["paper_split"],
-                                            "cells": [None] * len(boards)})  # fmt: skip
+                                            "column": cell["column"], "paper": cell["paper"],
+                                            "paper_split": cell["paper_split"], "cells": [None] * len(boards)})  # fmt: skip
                 row["cells"][i] = cell
-                row["paper"] = row["paper"] if row["paper"] is not None else cell["paper"]
     return list(rows.values())
 
 

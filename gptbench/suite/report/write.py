@@ -473,6 +473,7 @@ def format_leaderboard_html(blocks: list, figures: dict[str, bytes]) -> str:
 
 
 def csv_row(cell: dict) -> dict:
+    """A cell as a CSV row: lists joined, the split as the report writes it, the note spelled out."""
     row = {k: "" if cell.get(k) is None else cell[k] for k in CSV_FIELDS}
     return row | {
         "split": split_text(cell["split"]) if cell["split"] else "",
