@@ -61,7 +61,7 @@ def _report(args) -> None:
     from gptbench.suite.report import write_report
 
     try:
-        paths = write_report(Path(args.results_dir))
+        paths = write_report(Path(args.results_dir), scales=args.scales)
     except ValueError as e:  # a missing directory or a malformed result file, named in the message
         raise ConfigError(str(e)) from None
     for path in paths:
@@ -271,6 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=_sweep)
     p = sub.add_parser("report", help="regenerate the leaderboard of a results directory (no training)")
     p.add_argument("results_dir", help="e.g. results/smoke")
+    p.add_argument("--scales", nargs="+", default=[], metavar="DIR",
+                   help="other results directories (the suite at other scales, e.g. results/gpu) to show beside "
+                   "this one in the section Scales: every cell, the pre-training and the claims' verdicts")  # fmt: skip
     p.set_defaults(fn=_report)
     p = sub.add_parser("zeroshot", help="the paper's zero-shot heuristics (SST-2, CoLA, RACE, DPRD) on a checkpoint")
     p.add_argument("checkpoint", help=CHECKPOINT_HELP)

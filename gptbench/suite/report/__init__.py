@@ -27,7 +27,8 @@ like the paper's. A cell is the median over seeds; the claims' rules are in gptb
 JSON and CSV: nothing depends on the clock or on the order a directory lists its files in.
 
 The stages are modules: ``read`` (the files), ``tables`` (cells, tables, claims: leaderboard.json),
-``write`` (Markdown, HTML, CSV) and ``figures`` (PNGs).
+``scales`` (other results directories' leaderboards beside this one), ``write`` (Markdown, HTML, CSV)
+and ``figures`` (PNGs).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from gptbench.io import atomic_write_bytes, atomic_write_text
 from gptbench.suite.paper import load_paper_numbers
 from gptbench.suite.report.figures import render_figures
 from gptbench.suite.report.read import CURVE_FILES, load_figure2, load_pretrain_curve, stage_wall_seconds
+from gptbench.suite.report.scales import scale_comparison
 from gptbench.suite.report.tables import build_leaderboard
 from gptbench.suite.report.write import (
     format_leaderboard_csv,
@@ -52,19 +54,31 @@ __all__ = ["write_report", "build_leaderboard", "load_figure2", "stage_wall_seco
 
 
 
-def write_report(results_dir: str | Path, paper: dict | None = None) -> list[Path]:
+def read_leaderboard(results_dir: Path, paper: dict) -> tuple[dict, dict[str, list[dict] | None]]:
+    """A results directory's leaderboard (``build_leaderboard``) and its pre-training curves."""
+    if not results_dir.is_dir():
+        raise ValueError(f"{results_dir}: results directory not found")
+    curves = {arch: load_pretrain_curve(results_dir, name) for arch, name in CURVE_FILES.items()}
+    return build_leaderboard(results_dir, paper, curves), curves
+
+
+def write_report(results_dir: str | Path, paper: dict | None = None, scales: list[str | Path] = ()) -> list[Path]:
     """Write the leaderboard (md, html, json, csv) and its figures into ``results_dir``.
 
     Reads only result files (see the module docstring) and ``paper`` (default: results/paper.yaml).
+    ``scales``: other results directories (e.g. the same suite run at another scale), each read the
+    same way, whose numbers and claims' verdicts the report's section "Scales" shows beside this
+    directory's and the paper's (see ``scales``); without them there is no such section.
     Returns the paths written, sorted. Raises ValueError naming the file for a missing directory, a
-    run file that is not JSON or lacks "status", or any other malformed input.
+    run file that is not JSON or lacks "status", or any other malformed input, and naming the
+    directory of a scale that is missing or has no fine-tuning runs.
     """
     results_dir = Path(results_dir)
-    if not results_dir.is_dir():
-        raise ValueError(f"{results_dir}: results directory not found")
     paper = paper or load_paper_numbers()
-    curves = {arch: load_pretrain_curve(results_dir, name) for arch, name in CURVE_FILES.items()}
-    board = build_leaderboard(results_dir, paper, curves)
+    board, curves = read_leaderboard(results_dir, paper)
+    if scales:
+        others = [(Path(d), read_leaderboard(Path(d), paper)[0]) for d in scales]
+        board["scales"] = scale_comparison([(results_dir, board), *others], results_dir)
     figures = render_figures(board, curves)
     blocks = leaderboard_blocks(board, figures)
     outputs = {

@@ -330,6 +330,74 @@ def curve_text(summary: dict, kind: str = "") -> str:
     return text
 
 
+def scale_cell_text(cell: dict | None) -> str:
+    """A cell at one scale, with how much of its split it scored: "66.7, all 872"."""
+    if cell is None:
+        return "— (no such cell at this scale)"
+    if cell["status"] == "aggregate" or not cell["n"]:
+        return cell_text(cell)
+    return f"{cell_text(cell)}, {subset_text(cell['examples'], cell['split_examples'])}"
+
+
+def network_text(network: dict | None) -> str:
+    """A pre-trained network at one scale: parameters, tokens seen, steps, validation perplexity."""
+    if network is None:
+        return "—"
+
+    def count(key: str, unit: str) -> str:
+        return f"{unit} not recorded" if network[key] is None else f"{network[key]:,} {unit}"
+
+    parts = [count("parameters", "parameters"), count("tokens_seen", "tokens")]
+    if network["steps"] is not None:
+        parts.append(f"{network['steps']:,} steps")
+    if network["val_ppl"] is not None:
+        parts.append(f"validation perplexity {network['val_ppl']:.1f}")
+    return ", ".join(parts)
+
+
+def scales_blocks(comparison: dict, paper_pretraining: dict) -> list:
+    """The section "Scales": each scale's pre-training, every cell at every scale beside the
+    paper's, and each claim's verdict at every scale."""
+    names = [s["name"] for s in comparison["scales"]]
+    summary = [[s["name"], s["dir"], *(network_text(s["networks"].get(k)) for k in ("transformer", "lstm", "bert")),
+                str(s["runs"]), s["machine"] or "not recorded"] for s in comparison["scales"]]  # fmt: skip
+    paper = (f"{paper_pretraining['parameters']:,} parameters, tokens not recorded in results/paper.yaml, validation "
+             f"perplexity {paper_pretraining['perplexity']} ({paper_pretraining['perplexity_unit']}, on "
+             f"{paper_pretraining['corpus']})")  # fmt: skip
+    summary.append(["paper (GPT-1)", "", paper, "", "", "", ""])
+    blocks = [
+        Heading(2, "Scales"),
+        Para(f"The same suite at {len(names)} scales ({', '.join(names)}; the first is this directory's), each "
+             "scale's numbers and verdicts computed from its own directory exactly as its own report computes them. "
+             "Pre-training per scale (the pre-training tokens are those the network saw; validation perplexities "
+             "of different tokenizers and corpora are not comparable):"),
+        Table(["scale", "directory", "Transformer", "LSTM (Table 5)", "BERT-style encoder", "fine-tuning runs",
+               "machine"], summary),
+        Para("Every cell at every scale: as in the tables below (median over seeds, percent, (min–max, n=seeds), "
+             "flags), then how much of the split it scored; the split is the row's. The paper's numbers as printed."),
+    ]  # fmt: skip
+    titles = list(dict.fromkeys(row["title"] for row in comparison["rows"]))
+    for title in titles:
+        rows = [row for row in comparison["rows"] if row["title"] == title]
+        blocks += [Heading(3, title), Table(
+            ["row", "column", "our split", *names, "paper", "paper split"],
+            [[ours_label(r["variant"]), r["column"], scale_split(r), *map(scale_cell_text, r["cells"]), fmt(r["paper"]),
+              r["paper_split"]] for r in rows])]  # fmt: skip
+    claims = [[c["claim"], *(v or "—" for v in c["verdicts"]), ", ".join(c["shown_at"]) or "none"]
+              for c in comparison["claims"]]  # fmt: skip
+    blocks += [Heading(3, "The paper's claims at each scale"),
+               Para("Each claim's verdict (shown, partly, not shown, not tested; the rules are under \"The paper's "
+                    "claims, checked\") at each scale, and the scales at which it shows."),
+               Table(["claim", *names, "shown at"], claims)]  # fmt: skip
+    return blocks
+
+
+def scale_split(row: dict) -> str:
+    """The row's split (every scale reads the same column spec), or "" for an average column."""
+    split = next((c["split"] for c in row["cells"] if c is not None), None)
+    return split_text(split) if split else ""
+
+
 def leaderboard_blocks(board: dict, figures: dict[str, bytes]) -> list:
     flags = "; ".join(f"{symbol} {meaning}" for symbol, meaning in FLAGS.items())
     blocks = [
@@ -343,6 +411,8 @@ def leaderboard_blocks(board: dict, figures: dict[str, bytes]) -> list:
              f"Flags: {flags}; footnotes under each table say which cell. Splits:"),
         Bullets(board["splits"]),
     ]  # fmt: skip
+    if "scales" in board:
+        blocks += scales_blocks(board["scales"], board["paper_pretraining"])
     for table in board["tables"]:
         blocks += table_blocks(table, figures, board["encoder_comparison"])
     blocks += figure2_blocks(board["figure2"], figures, board["encoder_comparison"] is not None)
@@ -402,21 +472,29 @@ def format_leaderboard_html(blocks: list, figures: dict[str, bytes]) -> str:
     return "\n".join([*out, "</body>", "</html>"]) + "\n"
 
 
+def csv_row(cell: dict) -> dict:
+    """A cell as a CSV row: lists joined, the split as the report writes it, the note spelled out."""
+    row = {k: "" if cell.get(k) is None else cell[k] for k in CSV_FIELDS}
+    return row | {
+        "split": split_text(cell["split"]) if cell["split"] else "",
+        "seeds": ";".join(map(str, cell["seeds"])), "selection": ";".join(cell["selection"]),
+        "flags": "; ".join(f"{s} {t}" for s, texts in cell["flags"].items() for t in texts),
+        "note": cell_note(cell),
+    }  # fmt: skip
+
+
 def format_leaderboard_csv(board: dict) -> str:
-    """One row per cell of ours (task and average columns), in table, row and column order."""
+    """One row per cell of ours (task and average columns), in table, row and column order; with a
+    scale comparison, one row per cell at each scale, scale by scale, a first column naming it."""
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n")
+    comparison = board.get("scales")
+    fields = CSV_FIELDS if comparison is None else ("scale", *CSV_FIELDS)
+    writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
-    for table in board["tables"]:
-        for c in table["cells"]:
-            row = {k: "" if c.get(k) is None else c[k] for k in CSV_FIELDS}
-            row |= {
-                "table": table["id"], "split": split_text(c["split"]) if c["split"] else "",
-                "seeds": ";".join(map(str, c["seeds"])), "selection": ";".join(c["selection"]),
-                "flags": "; ".join(f"{s} {t}" for s, texts in c["flags"].items() for t in texts),
-                "note": cell_note(c),
-            }  # fmt: skip
-            writer.writerow(row)
+    if comparison is None:
+        writer.writerows(csv_row(c) for table in board["tables"] for c in table["cells"])
+    else:
+        for i, scale in enumerate(comparison["scales"]):
+            writer.writerows({"scale": scale["name"], **csv_row(r["cells"][i])}
+                             for r in comparison["rows"] if r["cells"][i] is not None)  # fmt: skip
     return buf.getvalue()
-
-
