@@ -131,3 +131,17 @@ def test_other_tokenizer_or_other_books_or_missing_task_are_refused(prepared_dir
 
     with pytest.raises(PreparedError, match="holds no task sst2 split 'train'"):
         run_finetune(load_config("smoke", [*base, "finetune.task=sst2", "finetune.init=none"]))
+
+
+def test_cli_prepare_writes_the_same_directory_and_prints_its_size(prepared_dir, tmp_path, tiny_corpus, cache_dir, capsys):
+    from gptbench.cli import main
+
+    out = tmp_path / "cli"
+    base = tiny_overrides(tmp_path / "runs", tiny_corpus, cache_dir)
+    assert main(["prepare", "smoke", f"tasks={TASK}", f"out={out}", *base]) == 0
+    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    assert f"({size:,} bytes)" in capsys.readouterr().out
+    files = lambda d: json.loads((d / "manifest.json").read_text())["files"]  # noqa: E731
+    assert files(out) == files(prepared_dir)
+    assert main(["prepare", "smoke", *base]) == 2  # out= is required
+    assert "out=DIR is required" in capsys.readouterr().err
