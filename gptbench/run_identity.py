@@ -53,7 +53,7 @@ def _books_fingerprint(cfg: ExperimentConfig) -> str | None:
 
 
 def _data_origin(cfg: ExperimentConfig) -> str:
-    """"local" or "hub" (with ``prepared=``, where the prepared task data came from)."""
+    """Where the task data comes from, "local" or "hub" (with ``prepared=``: where the prepared data came from)."""
     if cfg.prepared:
         from gptbench.data.prepared import open_prepared
 

@@ -74,7 +74,7 @@ class PreparedData:
 
     @property
     def data(self) -> str:
-        """"local" or "hub": where the task data came from (a fine-tuning key covers it)."""
+        """Where the task data came from, "local" or "hub" (a fine-tuning key covers it)."""
         return self.manifest["data"]
 
     def _missing(self, what: str) -> PreparedError:
@@ -115,7 +115,7 @@ class PreparedData:
         return entry["reason"] if entry else None
 
     def task_split(self, task: str, split: str, source: str | None, tokenizer_fp: str, n_ctx: int, input_format: str):
-        """(the split's full records encoded, dropped rows, where they came from, data source);
+        """(the split's full records encoded, dropped rows, where they came from);
         raises SplitUnavailable for a split that was absent where the directory was prepared."""
         import datasets
 
@@ -129,7 +129,14 @@ class PreparedData:
             raise self._missing(f"task {task} split {split!r}" + (f" (from {source})" if source else "")
                                 + f" at n_ctx={n_ctx}, input format {input_format}, tokenizer {tokenizer_fp}")  # fmt: skip
         data = datasets.load_from_disk(str(self.root / entry["dir"]))
-        return data, entry["dropped"], entry["where"], entry["data_source"]
+        return data, entry["dropped"], entry["where"]
+
+    def data_source(self, task: str) -> str:
+        """Where the task's data was read from when the directory was prepared."""
+        entry = next((e for e in self.manifest["tasks"].values() if e["task"] == task), None)
+        if entry is None:
+            raise self._missing(f"split of task {task}")
+        return entry["data_source"]
 
     # ---- the sample prompts -------------------------------------------------------------------
     def prompts(self, tokenizer):
@@ -217,7 +224,8 @@ class PreparedWriter:
             "tasks": {}, "absent": {}, "prompts": {}, "sources": {}, "files": {},
         }  # fmt: skip
 
-    def _same(self, key: str, value, what: str) -> None:
+    def agree(self, key: str, value, what: str) -> None:
+        """Record a setting of the whole directory; one that differs from the directory's is refused."""
         if self.manifest[key] is not None and self.manifest[key] != value:
             raise PreparedError(f"out={self.root}: it holds data prepared with {key}={self.manifest[key]}, this "
                                 f"config gives {value} ({what}); use another out= directory")  # fmt: skip
@@ -228,7 +236,7 @@ class PreparedWriter:
             self.manifest["sources"].setdefault(str(p.resolve()), sha256_file(p))
 
     def add_tokenizer(self, tokenizer, settings: dict, corpus_fingerprint: str | None) -> None:
-        self._same("corpus_fingerprint", corpus_fingerprint, "another corpus")
+        self.agree("corpus_fingerprint", corpus_fingerprint, "another corpus")
         fp = tokenizer.fingerprint
         if fp not in self.manifest["tokenizers"]:
             tokenizer.save(self.root / f"tokenizer-{fp}")
@@ -238,12 +246,11 @@ class PreparedWriter:
         key = corpus_item_key(tokenizer.fingerprint, val_books, max_bytes)
         if key in self.manifest["corpora"]:
             return
-        dtype = np.uint16 if len(tokenizer) <= np.iinfo(np.uint16).max + 1 else np.uint32
         entry = {"val_books": val_books, "max_bytes": max_bytes, "tokenizer": tokenizer.fingerprint}
         for split in ("train", "val"):
             rel = f"corpus-{key}/{split}.npy"
             (self.root / rel).parent.mkdir(parents=True, exist_ok=True)
-            np.save(self.root / rel, np.asarray(tokens[split], dtype=dtype))
+            np.save(self.root / rel, tokens[split])  # the cache's dtype: the smallest that holds the vocabulary
             entry[split] = rel
             entry[f"{split}_books"] = [p.name for p in getattr(books, split)]
             entry[f"{split}_tokens"] = int(tokens[split].size)
@@ -307,7 +314,7 @@ def prepare_task(writer: PreparedWriter, cfg, tokenizer) -> None:
     spec, f = get_task(cfg.finetune.task), cfg.finetune
     input_format = "bert" if cfg.architecture == "bert" else "gpt"
     module = TaskDataModule(spec, tokenizer, data_dir=f.data_dir or "hub", splits=f.splits)  # where the data is
-    writer._same("data", "local" if f.data_dir else "hub", "task data from another place")
+    writer.agree("data", "local" if f.data_dir else "hub", "task data from another place")
     for split in dict.fromkeys([spec.train_split, *spec.eval_splits, *spec.test_splits]):
         source = f.splits.get(split)
         why = absent_reason(spec, split, module.data_root, f.splits)

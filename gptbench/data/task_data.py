@@ -345,7 +345,7 @@ class TaskDataModule(L.LightningDataModule):
     def data_source(self) -> str:
         """Where the task's data is read from: a folder, or the hub dataset."""
         if self.prepared is not None:
-            return self._prepared_split(self.spec.train_split)[3]
+            return self.prepared.data_source(self.spec.name)
         return str(self.data_root / self.spec.data_subdir) if self.data_root else f"hub:{self.spec.hub.path}"
 
     def _drawn(self, split: str, records: list, where: str) -> tuple[list, str]:
@@ -371,7 +371,7 @@ class TaskDataModule(L.LightningDataModule):
         position from the prepared directory's full split."""
         base = self.spec.train_split if split == "holdout" else split
         if self.prepared is not None:
-            full, dropped, where, _ = self._prepared_split(base)
+            full, dropped, where = self._prepared_split(base)
             self.full_examples[split] = len(full)
             positions, where = self._drawn(split, list(range(len(full))), where)
             return EncodedSplit(full.select(positions), where, dropped)
