@@ -145,3 +145,17 @@ def test_cli_prepare_writes_the_same_directory_and_prints_its_size(prepared_dir,
     assert files(out) == files(prepared_dir)
     assert main(["prepare", "smoke", *base]) == 2  # out= is required
     assert "out=DIR is required" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("architecture", ["lstm", "bert"])
+def test_lstm_and_bert_pretrain_from_prepared_equal_raw(architecture, prepared_dir, tmp_path, tiny_corpus, cache_dir):
+    """Table 5's other networks read the same prepared corpus (BERT's samples: the masked texts' pieces)."""
+    from gptbench.training.pretrain import run_pretrain
+
+    arch = [f"architecture={architecture}"]
+    raw_model = run_pretrain(load_config("smoke", [*tiny_overrides(tmp_path / "raw", tiny_corpus, cache_dir), *arch]))
+    prepared = [*tiny_overrides(tmp_path / "prep", tmp_path / "no-corpus", tmp_path / "no-cache"), *arch,
+                f"prepared={prepared_dir}"]  # fmt: skip
+    prep_model = run_pretrain(load_config("smoke", prepared))
+    assert prep_model.relative_to(tmp_path / "prep") == raw_model.relative_to(tmp_path / "raw")
+    assert _weights(prep_model) and _weights(prep_model) == _weights(raw_model)
