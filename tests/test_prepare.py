@@ -159,3 +159,17 @@ def test_lstm_and_bert_pretrain_from_prepared_equal_raw(architecture, prepared_d
     prep_model = run_pretrain(load_config("smoke", prepared))
     assert prep_model.relative_to(tmp_path / "prep") == raw_model.relative_to(tmp_path / "raw")
     assert _weights(prep_model) and _weights(prep_model) == _weights(raw_model)
+
+
+def test_sweep_runs_from_prepared_directory(prepared_dir, tmp_path):
+    """A sweep (the unit of `reproduce`) from the prepared directory alone: pre-training, then its fine-tunes."""
+    from gptbench.suite.sweep import run_sweep
+
+    table = tmp_path / "t.yaml"
+    table.write_text(f"kind: table\npaper_table: table2_nli\ntasks: [{TASK}]\nseeds: [3]\nvariants:\n  full: []\n")
+    args = [*tiny_overrides(tmp_path / "runs", tmp_path / "no-corpus", tmp_path / "no-cache"),
+            f"finetune.data_dir={tmp_path / 'no-data'}", f"prepared={prepared_dir}", "finetune.epochs=1",
+            f"results_dir={tmp_path / 'results'}"]  # fmt: skip
+    run_sweep(str(table), "smoke", args)
+    status = json.loads((tmp_path / "results/runs/table2_nli" / TASK / "full/seed3.json").read_text())
+    assert status["status"] == "done", status
