@@ -51,6 +51,22 @@ def _reproduce(args) -> None:
             print(f"\n{path.read_text()}\nreport: {path}")
 
 
+def _prepare(args) -> None:
+    """Tokenize everything the preset's reproduction (or tasks=[...]) reads into out=DIR."""
+    from gptbench.data.prepared import prepare, reproduction_configs
+    from gptbench.suite.sweep import split_overrides
+
+    options = _options("prepare", [o for o in args.overrides if o.split("=", 1)[0] in ("out", "tasks")], ("out", "tasks"))
+    overrides = [o for o in args.overrides if o.split("=", 1)[0] not in ("out", "tasks")]
+    if "out" not in options:
+        raise ConfigError("prepare: out=DIR is required (the directory to write)")
+    tasks = split_overrides([f"tasks={options['tasks']}"])[0]["tasks"] if "tasks" in options else None
+    tasks = [tasks] if isinstance(tasks, str) else tasks
+    size = prepare(options["out"], *reproduction_configs(args.preset, overrides, tasks))
+    print(f"prepared {options['out']}: {size / 2**20:,.1f} MiB ({size:,} bytes); run with prepared={options['out']} "
+          "or GPTBENCH_PREPARED")  # fmt: skip
+
+
 def _sweep(args) -> None:
     from gptbench.suite.sweep import run_sweep
 
@@ -258,6 +274,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default="smoke", help="smoke | mini | paper, or a YAML path (default: smoke)")
     p.add_argument("overrides", nargs="*", help="key=value overrides, and the sweep keys seeds=, jobs=, executor=")
     p.set_defaults(fn=_reproduce)
+    p = sub.add_parser("prepare", help="tokenize what a preset's runs read into out=DIR, for machines without "
+                       "spaCy, the corpus or the benchmark data (then run with prepared=DIR)")  # fmt: skip
+    p.add_argument("preset", help="smoke | mini | paper, or a YAML path")
+    p.add_argument("overrides", nargs="*", help="out=DIR (required), tasks=[..] (default: every task of the preset's "
+                   "reproduce), and any key=value experiment override")  # fmt: skip
+    p.set_defaults(fn=_prepare)
     p = sub.add_parser("sweep", help="run a paper table or figure (experiments/table*.yaml, figure2_*.yaml) on a preset")
     p.add_argument("table", help="table2_nli | table3_qa | table4_glue | table5_ablations | figure2_layers | "
                    "figure2_zeroshot, or a sweep YAML path")

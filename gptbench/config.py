@@ -198,6 +198,9 @@ class ExperimentConfig:
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     reproduce: ReproduceConfig = field(default_factory=ReproduceConfig)
+    # A directory made by `gptbench prepare`: pre-training and fine-tuning read only from it (no
+    # tokenizer pipeline, corpus or benchmark data needed); gptbench.data.prepared
+    prepared: Optional[str] = "${oc.env:GPTBENCH_PREPARED,null}"
 
     @property
     def run_dir(self) -> Path:

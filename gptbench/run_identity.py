@@ -41,6 +41,27 @@ def _corpus_fingerprint(path: str | None) -> str | None:
     return hashlib.sha256(json.dumps(books).encode()).hexdigest()[:16]
 
 
+def _books_fingerprint(cfg: ExperimentConfig) -> str | None:
+    """The corpus fingerprint of the run's keys; with ``prepared=``, the one recorded when the
+    directory was prepared (the books need not be here), so keys are those of the raw-file run."""
+    if cfg.prepared:
+        from gptbench.data.prepared import check_corpus_matches, open_prepared
+
+        prepared = open_prepared(cfg.prepared)
+        check_corpus_matches(prepared, cfg.corpus.path)
+        return prepared.corpus_fingerprint
+    return _corpus_fingerprint(cfg.corpus.path)
+
+
+def _data_origin(cfg: ExperimentConfig) -> str:
+    """Where the task data comes from, "local" or "hub" (with ``prepared=``: where the prepared data came from)."""
+    if cfg.prepared:
+        from gptbench.data.prepared import open_prepared
+
+        return open_prepared(cfg.prepared).data or "local"
+    return "local" if cfg.finetune.data_dir else "hub"
+
+
 def tokenizer_settings(cfg: ExperimentConfig) -> dict:
     t = cfg.tokenizer
     if t.kind == "gpt1":
@@ -51,7 +72,7 @@ def tokenizer_settings(cfg: ExperimentConfig) -> dict:
 
 def _corpus_settings(cfg: ExperimentConfig) -> dict:
     c = cfg.corpus
-    return {"books": _corpus_fingerprint(c.path), "max_bytes": c.max_bytes, "val_books": c.val_books}
+    return {"books": _books_fingerprint(cfg), "max_bytes": c.max_bytes, "val_books": c.val_books}
 
 
 def _network_settings(cfg: ExperimentConfig) -> dict:
@@ -115,7 +136,7 @@ def finetune_settings(cfg: ExperimentConfig) -> dict:
     else:
         init = {"path": str(Path(cfg.finetune.init).resolve()),
                 "dropout": {k: getattr(cfg.model, k) for k in ("embd_pdrop", "attn_pdrop", "resid_pdrop")}}  # fmt: skip
-    data = "local" if cfg.finetune.data_dir else "hub"
+    data = _data_origin(cfg)
     t = cfg.trainer
     compiled = {"compile": True} if t.compile else {}  # inductor's dropout masks differ from eager's
     return {"finetune": f, "init": init, "data": data, "precision": t.precision,

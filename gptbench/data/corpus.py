@@ -218,20 +218,22 @@ class CorpusDataModule(L.LightningDataModule):
         val_books: whole books held out for validation.
         max_bytes: use training books (whole) until this many bytes; None = all.
         cache_dir: default ``$GPTBENCH_CACHE`` or ``~/.cache/gptbench``.
+        prepared: a :class:`gptbench.data.prepared.PreparedData` to read the token arrays from
+            instead (``root`` is then not read).
     """
 
-    def __init__(self, root: str | Path, tokenizer: Tokenizer, *, n_ctx: int | None = None, batch_size: int = 64,
+    def __init__(self, root: str | Path | None, tokenizer: Tokenizer, *, n_ctx: int | None = None, batch_size: int = 64,
                  val_books: int = 4, max_bytes: int | None = None, val_windows: int = 256,
-                 cache_dir: str | Path | None = None, seed: int = 1234):  # fmt: skip
+                 cache_dir: str | Path | None = None, seed: int = 1234, prepared=None):  # fmt: skip
         super().__init__()
         for name, value in (("batch_size", batch_size), ("val_books", val_books), ("val_windows", val_windows),
                             ("n_ctx", n_ctx), ("max_bytes", max_bytes)):  # fmt: skip
             if value is not None and value <= 0:
                 raise ValueError(f"{name} must be positive, got {value}")
-        self.root, self.tokenizer, self._n_ctx = Path(root), tokenizer, n_ctx
+        self.root, self.tokenizer, self._n_ctx = Path(root) if root is not None else None, tokenizer, n_ctx
         self.batch_size, self.val_books, self.max_bytes, self.val_windows = batch_size, val_books, max_bytes, val_windows
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-        self.seed = seed
+        self.seed, self.prepared = seed, prepared
         self.tokens: dict[str, np.ndarray] | None = None
 
     @property
@@ -239,6 +241,8 @@ class CorpusDataModule(L.LightningDataModule):
         return self._n_ctx if self._n_ctx is not None else attached_context(self.trainer)
 
     def setup(self, stage: str | None = None) -> None:
+        if self.tokens is None and self.prepared is not None:
+            self.tokens = self.prepared.corpus(self.tokenizer.fingerprint, self.val_books, self.max_bytes)
         if self.tokens is None:
             books = split_books(self.root, self.val_books, self.max_bytes)
             self.tokens = cached_corpus(self.root, books, self.tokenizer, self.cache_dir)

@@ -295,6 +295,8 @@ class TaskDataModule(L.LightningDataModule):
         num_workers: DataLoader workers.
         input_format: "gpt" (the paper's transformations) or "bert" (BERT's conventions, for the
             encoder; see :func:`layout`).
+        prepared: a :class:`gptbench.data.prepared.PreparedData`: the splits are drawn (by index,
+            the same subsets) from its encoded full splits; ``data_dir`` is then not read.
     """
 
     def __init__(self, task: str | TaskSpec, tokenizer: Tokenizer, *, batch_size: int = 32, n_ctx: int | None = None,
@@ -302,7 +304,7 @@ class TaskDataModule(L.LightningDataModule):
                  max_train_examples: int | None = None, max_eval_examples: int | None = None,
                  splits: Mapping[str, str] | None = None, holdout_fraction: float | None = None,
                  holdout_max: int = 2000, eval_splits: list[str] | None = None, length_grouped: bool = False,
-                 num_workers: int = 0, input_format: str = "gpt"):  # fmt: skip
+                 num_workers: int = 0, input_format: str = "gpt", prepared=None):  # fmt: skip
         super().__init__()
         spec = get_task(task) if isinstance(task, str) else task
         if input_format not in INPUT_FORMATS:
@@ -320,7 +322,8 @@ class TaskDataModule(L.LightningDataModule):
         if unknown:
             raise ValueError(f"splits: {unknown} are not splits of {spec.name} (splits: {list(spec.all_splits)})")
         self.spec, self.tokenizer, self._n_ctx = spec, tokenizer, n_ctx
-        self.data_root = _data_root(data_dir)
+        self.prepared = prepared
+        self.data_root = None if prepared is not None else _data_root(data_dir)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         self.batch_size, self.seed, self.num_workers = batch_size, seed, num_workers
         self.max_train, self.max_eval, self.length_grouped = max_train_examples, max_eval_examples, length_grouped
@@ -339,6 +342,7 @@ class TaskDataModule(L.LightningDataModule):
         self.predict_splits: list[str] = [s for s in spec.all_splits if s not in scored]
         self.splits: dict[str, datasets.Dataset] = {}
         self.info: dict[str, EncodedSplit] = {}
+        self.full_examples: dict[str, int] = {}  # a split's examples before holdout and subsampling
 
     @property
     def n_ctx(self) -> int:
@@ -347,14 +351,15 @@ class TaskDataModule(L.LightningDataModule):
     @property
     def data_source(self) -> str:
         """Where the task's data is read from: a folder, or the hub dataset."""
+        if self.prepared is not None:
+            return self.prepared.data_source(self.spec.name)
         return str(self.data_root / self.spec.data_subdir) if self.data_root else f"hub:{self.spec.hub.path}"
 
-    def _records(self, split: str) -> tuple[list[dict], int, str]:
-        """A split's records after holdout and subsampling (evaluation subsets use seed 0, so
-        every run scores the same examples; prediction splits are never subsampled)."""
+    def _drawn(self, split: str, records: list, where: str) -> tuple[list, str]:
+        """A split's records (or their positions) after holdout and subsampling (evaluation
+        subsets use seed 0, so every run scores the same examples; prediction splits are never
+        subsampled)."""
         train = self.spec.train_split
-        records, dropped, where = read_split(self.spec, train if split == "holdout" else split, self.data_root,
-                                             self.sources.get(train if split == "holdout" else split))  # fmt: skip
         if self.holdout and split in (train, "holdout"):
             rest, held = split_off_holdout(records, *self.holdout)
             records, where = (held, f"{where}, held out") if split == "holdout" else (rest, f"{where}, minus holdout")
@@ -362,15 +367,32 @@ class TaskDataModule(L.LightningDataModule):
             records = random_subset(records, self.max_train, self.seed)
         elif split not in (train, *self.predict_splits) and self.max_eval is not None:
             records = random_subset(records, self.max_eval, 0)
-        return records, dropped, where
+        return records, where
+
+    def _prepared_split(self, split: str):
+        return self.prepared.task_split(self.spec.name, split, self.sources.get(split), self.tokenizer.fingerprint,
+                                        self.n_ctx, self.input_format)  # fmt: skip
+
+    def _encoded(self, split: str) -> EncodedSplit:
+        """One split after holdout and subsampling: read and encoded (cached), or drawn by
+        position from the prepared directory's full split."""
+        base = self.spec.train_split if split == "holdout" else split
+        if self.prepared is not None:
+            full, dropped, where = self._prepared_split(base)
+            self.full_examples[split] = len(full)
+            positions, where = self._drawn(split, list(range(len(full))), where)
+            return EncodedSplit(full.select(positions), where, dropped)
+        records, dropped, where = read_split(self.spec, base, self.data_root, self.sources.get(base))
+        self.full_examples[split] = len(records)
+        records, where = self._drawn(split, records, where)
+        return EncodedSplit(encode_cached(self.spec, split, records, self.tokenizer, self.n_ctx, self.cache_dir,
+                                          self.input_format), where, dropped)  # fmt: skip
 
     def load(self, split: str) -> datasets.Dataset:
         """One split, encoded (from the cache after the first time)."""
         if split not in self.splits:
             predict = split in self.predict_splits
-            records, dropped, where = self._records(split)
-            encoded = EncodedSplit(encode_cached(self.spec, split, records, self.tokenizer, self.n_ctx, self.cache_dir,
-                                                 self.input_format), where, dropped)  # fmt: skip
+            encoded = self._encoded(split)
             data = encoded.data.remove_columns("truncated")
             if predict:
                 data = data.add_column("index", list(range(len(data))))

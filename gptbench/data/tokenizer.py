@@ -25,7 +25,6 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import ftfy
 import tokenizers
 from tokenizers import pre_tokenizers, trainers
 from tokenizers.models import BPE
@@ -86,7 +85,11 @@ _UNCHANGED_BY_FTFY = re.compile(r"[\x20-\x25\x27-\x7e\n]*")
 
 def fix_text(text: str) -> str:
     """``ftfy.fix_text``, skipped where it provably changes nothing (most English text)."""
-    return text if _UNCHANGED_BY_FTFY.fullmatch(text) else ftfy.fix_text(text)
+    if _UNCHANGED_BY_FTFY.fullmatch(text):
+        return text
+    import ftfy  # here, not at the top: a prepared directory's runs never import it
+
+    return ftfy.fix_text(text)
 
 
 # A whitespace run holding a line break: the standardisation makes each one a single '\n' word.

@@ -39,10 +39,29 @@ def build_tokenizer(cfg: ExperimentConfig, corpus_root: Path | None) -> Tokenize
 def run_tokenizer(cfg: ExperimentConfig) -> Tokenizer:
     """Load the run's saved tokenizer, or build and save it (runs/<name>/tokenizer/<label>-<key>)."""
     path = tokenizer_dir(cfg)
+    if cfg.prepared:
+        return _prepared_tokenizer(cfg, path)
     if (path / "tokenizer.json").is_file():
         return Tokenizer.load(path)
     corpus = require_dir(cfg.corpus.path, "corpus.path", "GPTBENCH_CORPUS", "a folder of .txt books") if cfg.tokenizer.kind == "trained" else None
     tokenizer = build_tokenizer(cfg, corpus)
+    tokenizer.save(path)
+    record_settings(path, tokenizer_settings(cfg))
+    return tokenizer
+
+
+def _prepared_tokenizer(cfg: ExperimentConfig, path: Path) -> Tokenizer:
+    """The prepared directory's tokenizer (saved as the run's on first use); a run directory that
+    already holds another tokenizer is refused."""
+    from gptbench.data.prepared import PreparedError, open_prepared
+
+    tokenizer = open_prepared(cfg.prepared).tokenizer(tokenizer_settings(cfg))
+    if (path / "tokenizer.json").is_file():
+        saved = Tokenizer.load(path)
+        if saved.fingerprint != tokenizer.fingerprint:
+            raise PreparedError(f"{path} holds tokenizer {saved.fingerprint}, prepared={cfg.prepared} holds "
+                                f"{tokenizer.fingerprint}: they were made from different books")  # fmt: skip
+        return saved
     tokenizer.save(path)
     record_settings(path, tokenizer_settings(cfg))
     return tokenizer

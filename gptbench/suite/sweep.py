@@ -217,7 +217,13 @@ def absent_data(cfg: ExperimentConfig) -> str | None:
 
     task, f = get_task(cfg.finetune.task), cfg.finetune
     root = Path(f.data_dir) if f.data_dir else None
-    reasons = (absent_reason(task, split, root, f.splits) for split in (task.train_split, *task.eval_splits))
+    splits = (task.train_split, *task.eval_splits)
+    if cfg.prepared:  # absent where the directory was prepared
+        from gptbench.data.prepared import open_prepared
+
+        reasons = (open_prepared(cfg.prepared).absent_reason(task.name, s, f.splits.get(s)) for s in splits)
+    else:
+        reasons = (absent_reason(task, split, root, f.splits) for split in splits)
     return next((why for why in reasons if why), None)
 
 

@@ -27,6 +27,7 @@ from gptbench.models.bert import BERT
 from gptbench.models.task_head import TaskHead, extract_states, input_format, segment_ids
 from gptbench.run_lock import run_lock
 from gptbench.run_identity import finetune_dir, finetune_settings, pretrain_dir, record_settings
+from gptbench.data.prepared import open_prepared
 from gptbench.data.task_data import absent_reason, datamodule
 from gptbench.tasks import TaskSpec, get_task
 from gptbench.data.tokenizer import Tokenizer
@@ -362,7 +363,11 @@ def resolve_selection(cfg: ExperimentConfig, task: TaskSpec, data_root: Path | N
     (it is what gets reported, so dev may choose the epoch), ``holdout`` where dev is reported."""
     if cfg.finetune.select != "auto":
         return cfg.finetune.select
-    present = [s for s in task.test_splits if not absent_reason(task, s, data_root, cfg.finetune.splits)]
+    if cfg.prepared:
+        prepared = open_prepared(cfg.prepared)
+        present = [s for s in task.test_splits if not prepared.absent_reason(task.name, s, cfg.finetune.splits.get(s))]
+    else:
+        present = [s for s in task.test_splits if not absent_reason(task, s, data_root, cfg.finetune.splits)]
     return "dev" if present else "holdout"
 
 
@@ -405,7 +410,9 @@ def run_finetune(cfg: ExperimentConfig) -> dict:
     unknown = sorted(set(f.splits) - set(task.all_splits))
     if unknown:
         raise ConfigError(f"finetune.splits: {unknown} are not splits of {task.name} (splits: {list(task.all_splits)})")
-    data_root = require_dir(f.data_dir, "finetune.data_dir", "GPTBENCH_DATA", "the benchmark data root") if f.data_dir else None
+    data_root = None
+    if f.data_dir and not cfg.prepared:
+        data_root = require_dir(f.data_dir, "finetune.data_dir", "GPTBENCH_DATA", "the benchmark data root")
     select = resolve_selection(cfg, task, data_root)
     cfg = replace(cfg, finetune=replace(f, select=select))  # the key records the protocol actually used
     f = cfg.finetune
@@ -415,14 +422,13 @@ def run_finetune(cfg: ExperimentConfig) -> dict:
 
 
 @torch.no_grad()
-def write_predictions(module: FinetuneModule, data, task: TaskSpec, data_root: Path | None, path: Path,
-                      results: dict) -> None:  # fmt: skip
+def write_predictions(module: FinetuneModule, data, task: TaskSpec, path: Path, results: dict) -> None:
     """The reported splits' per-example predictions, for the report's bootstrap and one-class flags:
     ``{"task", "splits": {split: {"index", "prediction", "gold"[, "group"], "examples",
     "full_examples"}}}``, ``index`` the example's position in the scored subset, ``prediction`` a
     label index (a score, 4 decimals, for regression). Also records each split's full size (before
     subsampling) in ``results["splits"][split]["full_examples"]``."""
-    from gptbench.data.task_data import collate, read_split
+    from gptbench.data.task_data import collate
 
     was_training, device = module.training, next(module.parameters()).device
     module.eval()
@@ -436,7 +442,7 @@ def write_predictions(module: FinetuneModule, data, task: TaskSpec, data_root: P
             groups += batch["groups"].tolist() if "groups" in batch else []
         if task.labels is None:
             preds, gold = [round(p, 4) for p in preds], [round(g, 4) for g in gold]
-        full = len(read_split(task, split, data_root, data.sources.get(split))[0])
+        full = data.full_examples[split]
         results["splits"][split]["full_examples"] = full
         splits[split] = {"examples": len(preds), "full_examples": full, "index": list(range(len(preds))),
                          "prediction": preds, "gold": gold, **({"group": groups} if groups else {})}  # fmt: skip
@@ -460,7 +466,8 @@ def _finetune(cfg: ExperimentConfig, task: TaskSpec, stage_dir: Path, data_root:
                       splits=f.splits, length_grouped=f.length_grouped, num_workers=f.num_workers,
                       holdout_fraction=f.holdout_fraction if select == "holdout" else None, holdout_max=f.holdout_max,
                       eval_splits=["holdout"] if select == "holdout" else None,
-                      input_format=input_format(module.model))  # fmt: skip
+                      input_format=input_format(module.model),
+                      prepared=open_prepared(cfg.prepared) if cfg.prepared else None)  # fmt: skip
     # Read and encode every split this run will use before the first step: a malformed file
     # fails now, not after training.
     data.setup("fit")
@@ -541,7 +548,7 @@ def _finetune(cfg: ExperimentConfig, task: TaskSpec, stage_dir: Path, data_root:
     # The reported checkpoint, loadable in a line (TaskModel.from_pretrained), before the results
     # that mark the run finished.
     TaskModel(module.model, module.head, task, tokenizer).save_pretrained(stage_dir / "model", results)
-    write_predictions(module, data, task, data_root, stage_dir / "predictions.json", results)
+    write_predictions(module, data, task, stage_dir / "predictions.json", results)
     atomic_write_json(stage_dir / "results.json", results)
     if (Path(init_source).parent / "metrics.json").is_file():  # a gptbench pre-training: its card lists this run
         write_model_card(init_source)

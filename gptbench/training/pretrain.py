@@ -21,6 +21,7 @@ from torchmetrics import MeanMetric
 from gptbench.config import ExperimentConfig, require_dir, to_yaml
 from gptbench.data.corpus import CorpusDataModule
 from gptbench.data.hf_export import save_for_transformers
+from gptbench.data.prepared import open_prepared
 from gptbench.io import atomic_write_json, atomic_write_text
 from gptbench.provenance import command_line, git_commit
 from gptbench.models import LanguageModel, ModelConfig, architecture_of, build_model, model_spec
@@ -150,7 +151,8 @@ class LogSamples(Callback):
     """After every validation, continues a few fixed prompts and logs the text to TensorBoard
     (``samples``), so a run's language can be read as it learns; the BERT encoder fills the masks
     of a few fixed texts instead. Sampling uses its own seeded generator: the training RNG, and so
-    exact resume, is untouched."""
+    exact resume, is untouched. ``tokenizer`` may be a prepared directory's
+    (:meth:`gptbench.data.prepared.PreparedData.prompts`): the texts come encoded."""
 
     PROMPTS = ("it was a dark and stormy night", "she looked at him and said", "the old man")
     MASKED = ("it was a dark and stormy [MASK] .", "she looked at [MASK] and said", "the old [MASK] was tired .")
@@ -223,13 +225,14 @@ def latest_link(cfg: ExperimentConfig) -> Path:
 
 def run_pretrain(cfg: ExperimentConfig) -> Path:
     """Pre-train; returns the directory of the exported model (HF format + tokenizer)."""
-    corpus_root = require_dir(cfg.corpus.path, "corpus.path", "GPTBENCH_CORPUS", "a folder of .txt books")
+    corpus_root = None if cfg.prepared else require_dir(cfg.corpus.path, "corpus.path", "GPTBENCH_CORPUS",
+                                                        "a folder of .txt books")  # fmt: skip
     stage_dir = pretrain_dir(cfg)
     with run_lock(stage_dir):
         return _pretrain(cfg, stage_dir, corpus_root)
 
 
-def _pretrain(cfg: ExperimentConfig, stage_dir: Path, corpus_root: Path) -> Path:
+def _pretrain(cfg: ExperimentConfig, stage_dir: Path, corpus_root: Path | None) -> Path:
     export_dir = stage_dir / "model"
     if (export_dir / "config.json").is_file() and (stage_dir / "metrics.json").is_file():
         print(f"pre-training already complete: {export_dir}")
@@ -246,9 +249,11 @@ def _pretrain(cfg: ExperimentConfig, stage_dir: Path, corpus_root: Path) -> Path
     tokenizer = run_tokenizer(cfg)
     network = cfg.network_config(tokenizer.vocab_size, tokenizer.n_special)
     p = cfg.pretrain
+    prepared = open_prepared(cfg.prepared) if cfg.prepared else None
     data = CorpusDataModule(
         corpus_root, tokenizer, n_ctx=network.n_ctx, batch_size=p.batch_size, val_books=cfg.corpus.val_books,
         max_bytes=cfg.corpus.max_bytes, val_windows=p.val_windows, cache_dir=cfg.cache_dir, seed=cfg.seed,
+        prepared=prepared,
     )  # fmt: skip
     module = PretrainModule(network, lr=p.lr, warmup_steps=p.warmup_steps, max_steps=p.max_steps,
                             weight_decay=p.weight_decay, betas=p.betas, eps=p.eps, grad_clip=p.grad_clip,
@@ -263,7 +268,7 @@ def _pretrain(cfg: ExperimentConfig, stage_dir: Path, corpus_root: Path) -> Path
         # (pre-training is one long epoch: its checkpoints are the periodic ones)
         resumable_checkpoints(stage_dir / "checkpoints", p.checkpoint_every_n_steps, keep_all=p.keep_steps is None,
                               epoch_ends=False),
-        extra_callbacks=[TokensPerSecond(), GradNorm(), LogSamples(tokenizer), clock,
+        extra_callbacks=[TokensPerSecond(), GradNorm(), LogSamples(prepared.prompts(tokenizer) if prepared else tokenizer), clock,
                          Snapshots(stage_dir / "snapshots", p.keep_steps or (), tokenizer)],
         resume_from=ckpt,
         max_steps=p.max_steps,

@@ -1,0 +1,175 @@
+"""`gptbench prepare`: runs from a prepared directory read nothing else and match raw-file runs bit for bit."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import tiny_overrides
+
+from gptbench.config import load_config
+from gptbench.data.prepared import PreparedError, open_prepared, prepare, reproduction_configs
+
+ROOT = Path(__file__).resolve().parents[1]
+TASK = "rte"
+# Run in a fresh interpreter where spaCy and ftfy cannot be imported: pre-train, then fine-tune.
+BLOCKED_RUN = """
+import sys
+sys.modules["spacy"] = None
+sys.modules["ftfy"] = None
+from gptbench.cli import main
+args = sys.argv[1:]
+code = main(["pretrain", "smoke", *args]) or main(["finetune", "smoke", "task={task}", *args])
+assert "spacy" not in sys.modules or sys.modules["spacy"] is None
+sys.exit(code)
+""".replace("{task}", TASK)
+
+
+def _weights(model_dir: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(model_dir.glob("*.safetensors"))}
+
+
+def _results(runs: Path) -> Path:
+    (path,) = (runs / "tiny" / "finetune" / TASK).glob("*/seed*/results.json")
+    return path
+
+
+@pytest.fixture(scope="module")
+def prepared_dir(tmp_path_factory, tiny_corpus, cache_dir) -> Path:
+    out = tmp_path_factory.mktemp("prepared") / "smoke"
+    base = tiny_overrides(tmp_path_factory.mktemp("prep_runs"), tiny_corpus, cache_dir)
+    size = prepare(out, *reproduction_configs("smoke", base, [TASK]))
+    assert size == sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    return out
+
+
+def test_prepared_run_matches_raw_run_with_spacy_and_raw_data_absent(prepared_dir, tmp_path, tiny_corpus, cache_dir):
+    from gptbench.training.finetune import run_finetune
+    from gptbench.training.pretrain import run_pretrain
+
+    raw_runs = tmp_path / "raw"
+    raw = tiny_overrides(raw_runs, tiny_corpus, cache_dir)
+    raw_model = run_pretrain(load_config("smoke", raw))
+    run_finetune(load_config("smoke", [*raw, f"finetune.task={TASK}"]))
+
+    prep_runs = tmp_path / "prepared"
+    args = [*tiny_overrides(prep_runs, tmp_path / "no-corpus", tmp_path / "empty-cache"),
+            f"finetune.data_dir={tmp_path / 'no-data'}", f"prepared={prepared_dir}"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}"}
+    proc = subprocess.run([sys.executable, "-c", BLOCKED_RUN, *args], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    # The same run directories (run keys), the same weights, the same results.
+    prep_model = prep_runs / raw_model.relative_to(raw_runs)
+    assert _weights(prep_model) and _weights(prep_model) == _weights(raw_model)
+    raw_results, prep_results = _results(raw_runs), _results(prep_runs)
+    assert prep_results.relative_to(prep_runs) == raw_results.relative_to(raw_runs)
+    a, b = json.loads(raw_results.read_text()), json.loads(prep_results.read_text())
+    for key in ("metrics", "metrics_last_epoch", "selection", "splits", "unavailable", "data_source", "settings_key"):
+        assert a[key] == b[key], key
+    assert _weights(raw_results.parent / "model") == _weights(prep_results.parent / "model")
+    assert (raw_results.parent / "predictions.json").read_bytes() == (prep_results.parent / "predictions.json").read_bytes()
+
+
+def test_manifest_records_sources_and_smallest_dtype(prepared_dir, tiny_corpus):
+    import numpy as np
+
+    manifest = json.loads((prepared_dir / "manifest.json").read_text())
+    (corpus,) = manifest["corpora"].values()
+    assert np.load(prepared_dir / corpus["train"], mmap_mode="r").dtype == np.uint16  # vocabulary 400 + specials
+    books = sorted(str(p.resolve()) for p in tiny_corpus.glob("*.txt"))
+    assert sorted(k for k in manifest["sources"] if k.endswith(".txt")) == books
+    rte = [e for e in manifest["tasks"].values() if e["task"] == TASK]
+    assert {e["input_format"] for e in rte} == {"gpt", "bert"}  # Table 5's encoder variant reads BERT's layout
+    assert {e["split"] for e in rte} >= {"train", "dev"}
+
+
+def _copy(prepared_dir: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "copy"
+    shutil.copytree(prepared_dir, copy)
+    return copy
+
+
+def test_truncated_or_tampered_directory_is_refused_naming_the_file(prepared_dir, tmp_path):
+    copy = _copy(prepared_dir, tmp_path)
+    open_prepared(copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    tokens = next(rel for rel in manifest["files"] if rel.endswith("train.npy"))
+    data = (copy / tokens).read_bytes()
+    (copy / tokens).write_bytes(data[: len(data) // 2])
+    with pytest.raises(PreparedError, match=f"{tokens} has"):
+        open_prepared(copy)
+    (copy / tokens).write_bytes(data[:-2] + bytes([data[-2] ^ 1, data[-1]]))  # same size, one bit flipped
+    with pytest.raises(PreparedError, match=f"{tokens} does not match its sha256"):
+        open_prepared(copy)
+    (copy / tokens).unlink()
+    with pytest.raises(PreparedError, match=f"{tokens} is missing"):
+        open_prepared(copy)
+
+
+def test_other_tokenizer_or_other_books_or_missing_task_are_refused(prepared_dir, tmp_path, tiny_corpus):
+    from gptbench.data.tokenizer_stage import run_tokenizer
+    from gptbench.training.finetune import run_finetune
+
+    base = [*tiny_overrides(tmp_path / "runs", tmp_path / "no-corpus", tmp_path / "cache"), f"prepared={prepared_dir}"]
+    with pytest.raises(PreparedError, match='its tokenizer was made with .*"vocab_size": 400.*"vocab_size": 420'):
+        run_tokenizer(load_config("smoke", [*base, "tokenizer.vocab_size=420"]))
+    with pytest.raises(PreparedError, match="its tokenizer was made with"):
+        run_tokenizer(load_config("smoke", [*base, "tokenizer.kind=gpt1"]))
+
+    other_books = tmp_path / "other-books"
+    shutil.copytree(tiny_corpus, other_books)
+    (other_books / "book0.txt").write_bytes((other_books / "book0.txt").read_bytes()[:50_000])
+    with pytest.raises(PreparedError, match="made from other books"):
+        run_tokenizer(load_config("smoke", [*base, f"corpus.path={other_books}"]))
+
+    with pytest.raises(PreparedError, match="holds no task sst2 split 'train'"):
+        run_finetune(load_config("smoke", [*base, "finetune.task=sst2", "finetune.init=none"]))
+
+
+def test_cli_prepare_writes_the_same_directory_and_prints_its_size(prepared_dir, tmp_path, tiny_corpus, cache_dir, capsys):
+    from gptbench.cli import main
+
+    out = tmp_path / "cli"
+    base = tiny_overrides(tmp_path / "runs", tiny_corpus, cache_dir)
+    assert main(["prepare", "smoke", f"tasks={TASK}", f"out={out}", *base]) == 0
+    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    assert f"({size:,} bytes)" in capsys.readouterr().out
+    files = lambda d: json.loads((d / "manifest.json").read_text())["files"]  # noqa: E731
+    assert files(out) == files(prepared_dir)
+    assert main(["prepare", "smoke", *base]) == 2  # out= is required
+    assert "out=DIR is required" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("architecture", ["lstm", "bert"])
+def test_lstm_and_bert_pretrain_from_prepared_equal_raw(architecture, prepared_dir, tmp_path, tiny_corpus, cache_dir):
+    """Table 5's other networks read the same prepared corpus (BERT's samples: the masked texts' pieces)."""
+    from gptbench.training.pretrain import run_pretrain
+
+    arch = [f"architecture={architecture}"]
+    raw_model = run_pretrain(load_config("smoke", [*tiny_overrides(tmp_path / "raw", tiny_corpus, cache_dir), *arch]))
+    prepared = [*tiny_overrides(tmp_path / "prep", tmp_path / "no-corpus", tmp_path / "no-cache"), *arch,
+                f"prepared={prepared_dir}"]  # fmt: skip
+    prep_model = run_pretrain(load_config("smoke", prepared))
+    assert prep_model.relative_to(tmp_path / "prep") == raw_model.relative_to(tmp_path / "raw")
+    assert _weights(prep_model) and _weights(prep_model) == _weights(raw_model)
+
+
+def test_sweep_runs_from_prepared_directory(prepared_dir, tmp_path):
+    """A sweep (the unit of `reproduce`) from the prepared directory alone: pre-training, then its fine-tunes."""
+    from gptbench.suite.sweep import run_sweep
+
+    table = tmp_path / "t.yaml"
+    table.write_text(f"kind: table\npaper_table: table2_nli\ntasks: [{TASK}]\nseeds: [3]\nvariants:\n  full: []\n")
+    args = [*tiny_overrides(tmp_path / "runs", tmp_path / "no-corpus", tmp_path / "no-cache"),
+            f"finetune.data_dir={tmp_path / 'no-data'}", f"prepared={prepared_dir}", "finetune.epochs=1",
+            f"results_dir={tmp_path / 'results'}"]  # fmt: skip
+    run_sweep(str(table), "smoke", args)
+    status = json.loads((tmp_path / "results/runs/table2_nli" / TASK / "full/seed3.json").read_text())
+    assert status["status"] == "done", status
