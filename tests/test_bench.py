@@ -6,13 +6,14 @@ import sys
 
 import pytest
 import torch
-from conftest import CORPUS, DATA, GPT1
+from conftest import CORPUS, DATA, GPT1, compiles_on_cpu
 
 from gptbench.cli import main
 from gptbench.suite.bench import Figure, Timing, interleaved, lm_loss, random_gpt, reference_model, run_bench
 from gptbench.training.allocator import keep_freed_memory
 
 
+@compiles_on_cpu  # its first size measures the torch.compile lever
 def test_bench_measures_every_figure_beside_its_reference(tmp_path, capsys):
     tiny = {"tiny": dict(n_layer=1, n_embd=32, n_head=2, n_ctx=16, vocab=300, batch=2)}
     race = {"tiny": (dict(n_layer=1, n_embd=32, n_head=2, n_ctx=64), 2)}

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import tiny_overrides
+from conftest import compiles_on_cpu, tiny_overrides
 from safetensors.torch import load_file
 
 import gptbench.training.pretrain as pretrain
@@ -94,6 +94,7 @@ def test_padding_is_validated_and_keys_of_unpadded_runs_do_not_move(tmp_path, ti
     assert load_config("mini").model.pad_vocab_multiple == 1 and not load_config("mini").trainer.compile
 
 
+@compiles_on_cpu
 def test_compiled_training_loss_equals_eager_without_dropout():
     config = GPTConfig(vocab_size=211, n_ctx=16, n_embd=32, n_layer=2, n_head=2, embd_pdrop=0, attn_pdrop=0,
                        resid_pdrop=0, pad_vocab_multiple=64)  # fmt: skip
@@ -109,6 +110,7 @@ def test_compiled_training_loss_equals_eager_without_dropout():
         torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-6, msg=name)
 
 
+@compiles_on_cpu
 def test_compiled_pretraining_resumes_exactly(tmp_path, tiny_corpus, cache_dir, monkeypatch):
     base = tiny_overrides(tmp_path, tiny_corpus, cache_dir) + ["trainer.compile=true", "model.pad_vocab_multiple=64",
                                                                "pretrain.max_steps=8", "pretrain.keep_steps=[8]"]  # fmt: skip
@@ -125,6 +127,7 @@ def test_compiled_pretraining_resumes_exactly(tmp_path, tiny_corpus, cache_dir, 
     assert a["transformer.tokens_embed.weight"].shape[0] == 400 + 3  # exported unpadded
 
 
+@compiles_on_cpu
 def test_gpu_bench_code_path_runs_on_cpu_at_a_tiny_shape(tmp_path):
     """The GPU bench's own code (sides, MFU, the Trainer pipeline, fine-tuning) at a tiny shape on the
     CPU; the figures themselves come from a GPU."""
@@ -144,6 +147,7 @@ def test_gpu_bench_code_path_runs_on_cpu_at_a_tiny_shape(tmp_path):
     assert mfu.ratio == pytest.approx(mfu.ours / mfu.reference)
 
 
+@compiles_on_cpu
 def test_compiled_finetuning_losses_equal_eager_across_batch_lengths():
     """The fine-tuning step compiled (dynamic sequence length: batches are padded to their longest)
     gives eager's losses and gradients with dropout off, for batches of different lengths."""
