@@ -29,7 +29,6 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from gptbench.models.decoding import GenerationMixin
 from gptbench.models.gpt import check_pad_vocab_multiple, tied_logits
