@@ -165,9 +165,16 @@ class ReproduceConfig:
     # Overrides of particular tasks in every sweep that runs them (e.g. RACE's smaller subsets),
     # applied before each sweep's own overrides; the zero-shot curves ignore them.
     task_overrides: dict[str, list[str]] = field(default_factory=dict)
+    # How the fine-tunes of every table share the machine (the sweep's jobs=, share_gpus=,
+    # worker_runs=): runs at once, several on one GPU, and runs per worker process (1: a fresh
+    # process each; more: the CUDA context and compiled graphs are made once per worker).
+    jobs: int = 1
+    share_gpus: bool = False
+    worker_runs: int = 1
 
     def arguments(self, sweep: str) -> list[str]:
-        """The ``key=value`` arguments of one sweep: its seeds=, task_seeds=, task_overrides=, tasks=
+        """The ``key=value`` arguments of one sweep: its seeds=, task_seeds=, task_overrides=, tasks=,
+        the sharing of the machine (tables only; the zero-shot curves run in the sweep's process)
         and overrides."""
         args = [f"seeds=[{','.join(map(str, self.seeds[sweep]))}]"] if sweep in self.seeds else []
         if self.task_seeds:
@@ -177,6 +184,9 @@ class ReproduceConfig:
             args.append("task_overrides={" + ", ".join(f"{t}: [{', '.join(o)}]" for t, o in self.task_overrides.items())
                         + "}")  # fmt: skip
         args += [f"tasks=[{','.join(self.tasks[sweep])}]"] if sweep in self.tasks else []
+        if sweep not in experiment_files("zero_shot_curve"):
+            sharing = {"jobs": (self.jobs, 1), "share_gpus": (self.share_gpus, False), "worker_runs": (self.worker_runs, 1)}
+            args += [f"{key}={str(value).lower()}" for key, (value, default) in sharing.items() if value != default]
         return args + list(self.overrides.get(sweep, []))
 
 
@@ -392,6 +402,8 @@ def validate(cfg: ExperimentConfig) -> None:
                        ("overrides", list(r.overrides))):  # fmt: skip
         unknown = sorted(set(names) - set(sweeps))
         check(not unknown, f"reproduce.{key}", f"sweep files of experiments/ ({sweeps})", unknown or names)
+    check(r.jobs >= 1, "reproduce.jobs", ">= 1", r.jobs)
+    check(r.worker_runs >= 1, "reproduce.worker_runs", ">= 1", r.worker_runs)
     if f.init not in ("pretrained", "none") and not Path(f.init).exists():
         raise ConfigError(f"finetune.init={f.init!r}: expected 'pretrained', 'none' or an existing checkpoint path")
     from gptbench.tasks import TASKS

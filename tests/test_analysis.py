@@ -236,3 +236,32 @@ def test_reproduce_plan_of_the_presets():
                      "stsb: [1234, 2345, 3456], story_cloze: [1234, 2345, 3456]}")  # fmt: skip
     assert caps.startswith("task_overrides={cola: [finetune.max_train_examples=2000], ")
     assert mini.arguments("figure2_layers")[2:] == ["variants=[transfer0,transfer2,transfer4,transfer6]"]
+
+
+def test_reproduce_plan_of_the_gpu_preset():
+    """The gpu preset (issue #29): the paper's network, tokenizer and recipe on the whole corpus,
+    mini's structure (every sweep, 3 seeds for the small tasks), and its fine-tunes sharing the GPU
+    through the sweep's keys, which the zero-shot curves (no worker processes) do not get."""
+    cfg, paper = load_config("gpu"), load_config("paper")
+    assert (cfg.model, cfg.tokenizer.kind, cfg.corpus.max_bytes, cfg.lstm) == (paper.model, "gpt1", None, paper.lstm)
+    assert cfg.finetune.lr == paper.finetune.lr == 6.25e-5 and cfg.finetune.epochs == 3 and cfg.finetune.lm_coef == 0.5
+    assert (cfg.trainer.precision, cfg.trainer.compile, cfg.model.pad_vocab_multiple) == ("bf16-mixed", True, 64)
+    assert cfg.pretrain.batch_size * cfg.model.n_ctx * cfg.pretrain.max_steps == 13_107_200  # the budget's tokens
+    plan = cfg.reproduce
+    assert plan.sweeps == load_config("mini").reproduce.sweeps
+    assert all(plan.task_seeds[t] == [1234, 2345, 3456] for t in ("rte", "mrpc", "cola", "stsb", "story_cloze"))
+    table = plan.arguments("table5_ablations")
+    assert table[2:] == ["jobs=4", "share_gpus=true", "worker_runs=64"]
+    assert plan.arguments("figure2_layers")[-1] == "variants=[transfer0,transfer4,transfer8,transfer12]"
+    assert plan.arguments("figure2_zeroshot") == table[:2] + ["max_examples=200"]
+    runs = expand(load_table("table5_ablations"), "gpu", ["finetune.task=sst2"], task_seeds=plan.task_seeds,
+                  task_overrides=plan.task_overrides, tasks=["rte", "sst2"])  # fmt: skip
+    assert len(runs) == 8 * (3 + 1)  # every row, RTE's three seeds and SST-2's one
+    assert {r.config().finetune.max_train_examples for r in runs if r.task == "rte"} == {300}
+
+
+def test_reproduce_sharing_keys_are_validated():
+    with pytest.raises(ConfigError, match=r"reproduce.worker_runs=0: expected >= 1"):
+        load_config("gpu", ["reproduce.worker_runs=0"])
+    with pytest.raises(ConfigError, match=r"reproduce.jobs=0: expected >= 1"):
+        load_config("gpu", ["reproduce.jobs=0"])

@@ -47,7 +47,7 @@ from gptbench.run_identity import finetune_settings, settings_key
 from gptbench.suite.figure2 import LAYERS_TABLE, run_zero_shot_curve, write_figure2
 
 SWEEP_KEYS = ("seeds", "task_seeds", "task_overrides", "tasks", "variants", "jobs", "executor", "results_dir", "max_examples",
-              "gpus", "share_gpus", "cpus_per_task", "slurm")
+              "gpus", "share_gpus", "worker_runs", "cpus_per_task", "slurm")
 EXECUTORS = ("local", "slurm", "submitit_local")
 
 
