@@ -30,6 +30,18 @@ def machine() -> str:
     return f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}"
 
 
+def software() -> dict:
+    """The software and accelerators a number depends on: torch, CUDA and cuDNN as torch was built
+    with them, and the GPUs torch sees (none on a CPU machine). A fixed-seed GPU run reproduces bit
+    for bit only with the same GPU model and versions."""
+    import torch
+
+    on_gpus = torch.version.cuda is not None and torch.cuda.is_available()  # a CPU build has none
+    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if on_gpus else []
+    cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+    return {"torch": torch.__version__, "cuda": torch.version.cuda, "cudnn": cudnn, "gpus": gpus}
+
+
 def command_line() -> str:
     """The command that is running, as a user would type it (``gptbench ...`` for the CLI)."""
     args = list(sys.argv)

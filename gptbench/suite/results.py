@@ -11,7 +11,7 @@ from pathlib import Path
 
 from gptbench.config import ExperimentConfig
 from gptbench.io import atomic_write_json, atomic_write_text
-from gptbench.provenance import git_commit, machine
+from gptbench.provenance import git_commit, machine, software
 from gptbench.run_identity import pretrain_dir
 
 CURVE_TAGS = ("train/loss", "val/loss", "val/ppl")
@@ -65,9 +65,19 @@ def write_pretrain_results(cfg: ExperimentConfig, results_dir: Path) -> None:
         "bert_pretrain": existing.get("bert_pretrain"),
         "git_commit": git_commit(),
         "machine": machine(),
+        "software": software(),
+        "gpu_busy": existing.get("gpu_busy"),
     }  # fmt: skip
     atomic_write_json(path, provenance)
     _write_curve(stage, results_dir / "pretrain_curve.csv")
+
+
+def record_gpu_busy(results_dir: Path, sweep: str, busy: dict) -> None:
+    """How busy the GPUs were while ``sweep``'s fine-tunes ran (gptbench.suite.utilization), in
+    provenance.json's ``gpu_busy`` under the sweep's name (a rerun that runs nothing keeps it)."""
+    path = results_dir / "provenance.json"
+    existing = json.loads(path.read_text()) if path.is_file() else {}
+    atomic_write_json(path, {**existing, "gpu_busy": {**(existing.get("gpu_busy") or {}), sweep: busy}})
 
 
 def _write_curve(stage: Path, path: Path) -> None:

@@ -2,10 +2,13 @@
 
 ``gptbench sweep table4_glue smoke seeds=[1,2,3]`` expands ``experiments/table4_glue.yaml`` on
 the ``smoke`` preset, pre-trains once (shared by every fine-tune that uses it), then runs each
-fine-tune in a fresh process (forked from a server that imported the training stack once): one
+fine-tune in a worker process (forked from a server that imported the training stack once): one
 after another, or ``jobs=N`` at a time (threads divided so N jobs never oversubscribe the cores;
 on a machine with GPUs, job slot i runs on GPU i mod G, ``gpus=[..]`` choosing them and
-``share_gpus=true`` allowing more slots than GPUs). With ``executor=slurm`` (submitit) each
+``share_gpus=true`` allowing more slots than GPUs). A slot's worker runs one run and exits, or with
+``worker_runs=K`` up to K runs (the CUDA context, libraries and compiled graphs made once; a run's
+numbers are those of a fresh process). While fine-tunes run on GPUs the sweep samples how busy
+they are (:mod:`gptbench.suite.utilization`), prints it and records it in provenance.json. With ``executor=slurm`` (submitit) each
 pre-training is a job of its own and the fine-tunes that start from it a job array that waits for
 it, each job asking for the run's devices (``trainer.devices`` GPUs and as many tasks, per node)
 and ``cpus_per_task=`` CPUs; ``executor=submitit_local`` runs the same code on this machine. A run
@@ -45,10 +48,12 @@ from gptbench.config import EXPERIMENTS_DIR, ConfigError, ExperimentConfig, expe
 from gptbench.io import atomic_write_json
 from gptbench.run_identity import finetune_settings, settings_key
 from gptbench.suite.figure2 import LAYERS_TABLE, run_zero_shot_curve, write_figure2
+from gptbench.suite.utilization import BusySampler, busy_line, nvidia_smi_reader
 
 SWEEP_KEYS = ("seeds", "task_seeds", "task_overrides", "tasks", "variants", "jobs", "executor", "results_dir", "max_examples",
               "gpus", "share_gpus", "worker_runs", "cpus_per_task", "slurm")
 EXECUTORS = ("local", "slurm", "submitit_local")
+SAMPLE_INTERVAL_S = 1.0  # how often the GPUs' utilisation is read while fine-tunes run on them
 
 
 @dataclass(frozen=True)
@@ -264,11 +269,58 @@ def job_rank() -> int:
     return int(os.environ.get("SLURM_PROCID", "0"))
 
 
+def graph_key(cfg: ExperimentConfig) -> str:
+    """What the compiled graphs of a fine-tune's training step depend on: the network, the task (its
+    head and inputs), which parts train and which losses, the precision. Runs of one key (seeds,
+    transferred blocks, learning rates) reuse one worker's graphs."""
+    from gptbench.run_identity import _network_settings
+
+    f, t = cfg.finetune, cfg.trainer
+    return settings_key({**_network_settings(cfg), "task": f.task, "freeze_body": f.freeze_body, "aux_lm": f.lm_coef > 0,
+                         "precision": t.precision, "compile": t.compile})  # fmt: skip
+
+
+# The graph key of the run this worker process ran last (None in a fresh process), and how many
+# runs it has started (recorded in each status file as ``worker_run``: 1 = a fresh process).
+_last_graph_key: str | None = None
+_worker_runs = 0
+
+
+def reuse_worker(cfg: ExperimentConfig) -> None:
+    """Make a worker that ran other fine-tunes as good as a fresh process for the next one: the
+    previous run's objects are collected; torch.compile's graphs are kept for a run of the same
+    graph key (a new module of the same shape passes their guards: no recompilation, the same
+    kernels) and dropped for another, so one worker never holds more than one key's graphs; and
+    hitting dynamo's recompile limit fails the run instead of silently running it eagerly (which
+    would give other numbers than a fresh process). A fresh process (the first run) is left as is."""
+    global _last_graph_key, _worker_runs
+    _worker_runs += 1
+    key = graph_key(cfg)
+    if _last_graph_key is not None:
+        import gc
+
+        import torch._dynamo
+
+        gc.collect()
+        torch._dynamo.config.fail_on_recompile_limit_hit = True
+        if key != _last_graph_key:
+            torch._dynamo.reset()
+    _last_graph_key = key
+
+
+def compiled_graphs() -> int:
+    """How many graphs torch.compile (dynamo) has compiled in this process so far."""
+    from torch._dynamo.utils import counters
+
+    return counters["stats"]["unique_graphs"]
+
+
 def execute_run(run: Run, results_dir: str, threads: int | None = None, gpu: GpuShare | None = None) -> dict:
     """One fine-tune in this process, its output in its log file; writes and returns its status.
     Top-level and picklable: the same function runs in a local process pool and in submitit jobs.
-    ``gpu``: the GPU this (fresh) process may use, set before CUDA starts. In a multi-task job
-    (DDP under srun) every task trains; rank 0 writes the status and the others log beside it."""
+    ``gpu``: the GPU this process may use, set before CUDA starts (a reused worker keeps its slot,
+    so its GPU). In a multi-task job (DDP under srun) every task trains; rank 0 writes the status
+    and the others log beside it."""
     import torch
 
     from gptbench.suite.results import copy_predictions
@@ -282,11 +334,12 @@ def execute_run(run: Run, results_dir: str, threads: int | None = None, gpu: Gpu
     if threads:
         torch.set_num_threads(threads)
     cfg, rank = run.config(), job_rank()
+    reuse_worker(cfg)
     base = {"table": run.table, "task": run.task, "variant": run.variant, "seed": run.seed,
             "request_key": request_key(cfg), "overrides": list(run.overrides),
             **({"note": run.note} if run.note else {})}  # fmt: skip
     log = log_path(cfg, run) if rank == 0 else log_path(cfg, run).with_suffix(f".rank{rank}.log")
-    start = time.perf_counter()
+    start, graphs = time.perf_counter(), compiled_graphs()
     with output_to(log):
         try:
             status = {**base, "status": "done", **run_finetune(cfg)}
@@ -297,6 +350,9 @@ def execute_run(run: Run, results_dir: str, threads: int | None = None, gpu: Gpu
             status = {**base, "status": "failed", "error": f"{type(e).__name__}: {e}".split("\n")[0], "log": str(log)}
     status.setdefault("wall_seconds", time.perf_counter() - start)
     status["torch_threads"] = torch.get_num_threads()
+    status["worker_run"] = _worker_runs
+    if cfg.trainer.compile:  # 0 where a reused worker's graphs served the whole run
+        status["graphs_compiled"] = compiled_graphs() - graphs
     if gpu is not None:
         status["cuda_visible_devices"] = gpu.device
     if rank == 0:
@@ -417,9 +473,10 @@ def run_sweep(table_name: str, preset: str, overrides: list[str]) -> Path:
     table = load_table(table_name)
     runs = expand(table, preset, experiment, sweep.get("seeds"), sweep.get("tasks"), sweep.get("variants"),
                   stand_ins(table, preset, experiment), sweep.get("task_seeds"), sweep.get("task_overrides"))  # fmt: skip
-    jobs, executor = int(sweep.get("jobs", 1)), sweep.get("executor", "local")
-    if jobs < 1 or executor not in EXECUTORS:
-        raise ConfigError(f"jobs={jobs}, executor={executor!r}: expected jobs >= 1 and executor in {EXECUTORS}")
+    jobs, executor, worker_runs = int(sweep.get("jobs", 1)), sweep.get("executor", "local"), int(sweep.get("worker_runs", 1))
+    if jobs < 1 or executor not in EXECUTORS or worker_runs < 1:
+        raise ConfigError(f"jobs={jobs}, executor={executor!r}, worker_runs={worker_runs}: expected jobs >= 1, "
+                          f"executor in {EXECUTORS} and worker_runs >= 1")  # fmt: skip
     first = runs[0].config()
     results_dir = Path(sweep.get("results_dir") or Path("results") / first.name)
     pretrainings = _pretrainings(runs)
@@ -444,7 +501,7 @@ def run_sweep(table_name: str, preset: str, overrides: list[str]) -> Path:
         print(f"  {run.id}: unavailable ({why})", flush=True)
     progress = Progress(len(runs), len(runs) - len(todo), jobs)
     if executor == "local":
-        _run_local(todo, results_dir, slots, progress)
+        _run_local_measured(table.name, todo, results_dir, slots, progress, worker_runs)
     else:
         _run_submitit(todo, pretrainings, results_dir, jobs, executor, sweep, first.run_dir / "submitit", progress)
     if table.paper_table == LAYERS_TABLE:
@@ -470,7 +527,7 @@ def fresh_process_context():
 
 
 @contextlib.contextmanager
-def _stopping_workers_on_sigterm(pool: ProcessPoolExecutor):
+def _stopping_workers_on_sigterm(pools: list[ProcessPoolExecutor]):
     """SIGTERM to the sweep (``kill <pid>``, a scheduler's preemption) reaches its runs: each worker
     is sent SIGTERM too, saves ``on_exception.ckpt`` and exits, then the sweep exits with 143 and a
     rerun resumes them. Without this the workers, children of the forkserver rather than of the
@@ -480,8 +537,9 @@ def _stopping_workers_on_sigterm(pool: ProcessPoolExecutor):
         return
 
     def stop(signum, frame):
-        for process in list((pool._processes or {}).values()):  # the executor keeps no public list
-            process.terminate()
+        for pool in pools:
+            for process in list((pool._processes or {}).values()):  # the executor keeps no public list
+                process.terminate()
         raise SystemExit(128 + signum)
 
     previous = signal.signal(signal.SIGTERM, stop)
@@ -491,32 +549,84 @@ def _stopping_workers_on_sigterm(pool: ProcessPoolExecutor):
         signal.signal(signal.SIGTERM, previous)
 
 
-def _run_local(runs: list[Run], results_dir: Path, slots: list[GpuShare | None], progress: Progress) -> None:
-    """Each run in a fresh process (a crash stays in its run), one per slot at a time, on the
-    slot's GPU where there are GPUs; the CPU threads are divided between the slots."""
+def _run_local_measured(name: str, runs: list[Run], results_dir: Path, slots: list[GpuShare | None],
+                        progress: Progress, worker_runs: int) -> None:  # fmt: skip
+    """:func:`_run_local`, sampling how busy the slots' GPUs are meanwhile (where there are GPUs and
+    runs to run): printed, and recorded in provenance.json's ``gpu_busy`` under the sweep's name."""
+    from gptbench.suite.results import record_gpu_busy
+
+    devices = sorted({slot.device for slot in slots if slot is not None})
+    if not devices or not runs:
+        _run_local(runs, results_dir, slots, progress, worker_runs)
+        return
+    with BusySampler(nvidia_smi_reader(devices), SAMPLE_INTERVAL_S) as sampler:
+        _run_local(runs, results_dir, slots, progress, worker_runs)
+    busy = sampler.summary()
+    print(busy_line(name, busy), flush=True)
+    if busy is not None:
+        record_gpu_busy(results_dir, name, {**busy, "jobs": len(slots), "worker_runs": worker_runs, "runs": len(runs)})
+
+
+def next_run(pending: list[Run], keys: dict[Run, str], last: str | None, busy: set[str]) -> Run:
+    """The run a free slot takes: one of the graph key its worker ran last (its compiled graphs are
+    reused), else one of a key no other slot is running (so the keys spread over the workers),
+    else the next in order."""
+    same = next((r for r in pending if keys[r] == last), None)
+    return same or next((r for r in pending if keys[r] not in busy), pending[0])
+
+
+def _run_local(runs: list[Run], results_dir: Path, slots: list[GpuShare | None], progress: Progress,
+               worker_runs: int = 1) -> None:  # fmt: skip
+    """Each run in a worker process (a crash stays in its run), one per slot at a time, on the
+    slot's GPU where there are GPUs; the CPU threads are divided between the slots. Each slot has
+    its own worker, replaced by a fresh one after ``worker_runs`` runs (1: a fresh process per
+    run), so a reused worker stays on its slot's GPU."""
     jobs = len(slots)
     threads = max(1, (os.cpu_count() or 1) // jobs)
     context = fresh_process_context()
-    pending, started, free = list(runs), {}, list(range(jobs))
-    with ProcessPoolExecutor(jobs, mp_context=context, max_tasks_per_child=1) as pool, _stopping_workers_on_sigterm(pool):
-        while pending or started:
-            while pending and free:
-                run, slot = pending.pop(0), free.pop(0)
-                where = f" on GPU {slots[slot].device}" if slots[slot] else ""
-                print(f"  running {run.id}{where}", flush=True)
-                future = pool.submit(execute_run, run, str(results_dir), threads, slots[slot])
-                started[future] = (run, time.perf_counter(), slot)
-            finished, _ = wait(started, return_when=FIRST_COMPLETED)
-            for future in finished:
-                run, t0, slot = started.pop(future)
-                free.append(slot)
-                try:
-                    status = future.result()
-                except Exception as e:  # the worker process died (killed, out of memory)
-                    status = _failed(run, f"worker process died: {type(e).__name__}: {e}")
-                    atomic_write_json(status_path(results_dir, run), status)
-                progress.finished(run, status, time.perf_counter() - t0)
+    keys = {run: graph_key(run.config()) for run in runs}
+    pending = list(runs)
 
+    def worker() -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(1, mp_context=context, max_tasks_per_child=worker_runs)
+
+    pools = [worker() for _ in slots]
+    try:
+        with _stopping_workers_on_sigterm(pools):
+            _dispatch(pending, keys, pools, worker, slots, results_dir, threads, progress)
+    finally:
+        for pool in pools:
+            pool.shutdown()
+
+
+def _dispatch(pending: list[Run], keys: dict[Run, str], pools: list[ProcessPoolExecutor],
+              worker: Callable[[], ProcessPoolExecutor], slots: list[GpuShare | None], results_dir: Path,
+              threads: int, progress: Progress) -> None:  # fmt: skip
+    """Submit the pending runs to the slots' workers as slots free up, and record each outcome; a
+    slot whose worker died gets a fresh one."""
+    started, free, last = {}, list(range(len(slots))), [None] * len(slots)
+    while pending or started:
+        while pending and free:
+            slot = free.pop(0)
+            run = next_run(pending, keys, last[slot], {keys[r] for r, _, _ in started.values()})
+            pending.remove(run)
+            last[slot] = keys[run]
+            where = f" on GPU {slots[slot].device}" if slots[slot] else ""
+            print(f"  running {run.id}{where}", flush=True)
+            future = pools[slot].submit(execute_run, run, str(results_dir), threads, slots[slot])
+            started[future] = (run, time.perf_counter(), slot)
+        finished, _ = wait(started, return_when=FIRST_COMPLETED)
+        for future in finished:
+            run, t0, slot = started.pop(future)
+            free.append(slot)
+            try:
+                status = future.result()
+            except Exception as e:  # the worker process died (killed, out of memory)
+                status = _failed(run, f"worker process died: {type(e).__name__}: {e}")
+                atomic_write_json(status_path(results_dir, run), status)
+                pools[slot].shutdown(wait=False)
+                pools[slot], last[slot] = worker(), None
+            progress.finished(run, status, time.perf_counter() - t0)
 
 def _failed(run: Run, error: str) -> dict:
     return {"table": run.table, "task": run.task, "variant": run.variant, "seed": run.seed, "status": "failed",

@@ -96,7 +96,7 @@ BERT_FORMATS = {"n_layer": "{} layers", "n_embd": "width {}", "parameters": "{:,
                 **PRETRAIN_FORMATS, "val_loss": "masked-LM validation loss {:.3f}",
                 "val_ppl": "masked-LM validation perplexity {:.1f} (not comparable with a left-to-right one)"}  # fmt: skip
 PROVENANCE_KEYS = ("preset", "model", "parameters", "tokenizer", "corpus", "pretrain", "lstm_pretrain", "bert_pretrain",
-                   "wall_seconds", "git_commit", "machine")  # fmt: skip
+                   "wall_seconds", "git_commit", "machine", "software", "gpu_busy")  # fmt: skip
 
 
 def described(d: dict, formats: dict) -> str:
@@ -139,7 +139,21 @@ def provenance_lines(p: dict | None, paper_pretraining: dict) -> list[str]:
         lines.append(f"git commit: {p['git_commit']}")
     if "machine" in p:
         lines.append(f"machine: {p['machine']}")
+    if isinstance(p.get("software"), dict):
+        lines.append("software: " + software_line(p["software"]))
+    if isinstance(p.get("gpu_busy"), dict):
+        lines.append("GPU busy while the fine-tunes ran (nvidia-smi's utilization.gpu, sampled): " + ", ".join(
+            f"{sweep} {100 * b['busy']:.0f}% of {fmt_seconds(b['seconds'])} ({b['jobs']} runs at a time)"
+            for sweep, b in p["gpu_busy"].items()))  # fmt: skip
     return lines + fmt_extras(p, PROVENANCE_KEYS)
+
+
+def software_line(s: dict) -> str:
+    """torch, CUDA, cuDNN and the GPUs, e.g. 'torch 2.13.0, CUDA 12.8, cuDNN 91002, GPU NVIDIA H200'."""
+    gpus = s.get("gpus") or []
+    parts = [f"torch {s.get('torch')}", f"CUDA {s.get('cuda') or 'none (a CPU build)'}"]
+    parts += [f"cuDNN {s['cudnn']}"] if s.get("cudnn") else []
+    return ", ".join(parts + [f"GPU {', '.join(gpus)}" if gpus else "no GPU"])
 
 
 def runs_line(counts: dict) -> str:
