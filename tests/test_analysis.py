@@ -246,7 +246,7 @@ def test_reproduce_plan_of_the_gpu_preset():
     assert (cfg.model, cfg.tokenizer.kind, cfg.corpus.max_bytes, cfg.lstm) == (paper.model, "gpt1", None, paper.lstm)
     assert cfg.finetune.lr == paper.finetune.lr == 6.25e-5 and cfg.finetune.epochs == 3 and cfg.finetune.lm_coef == 0.5
     assert (cfg.trainer.precision, cfg.trainer.compile, cfg.model.pad_vocab_multiple) == ("bf16-mixed", True, 64)
-    assert cfg.pretrain.batch_size * cfg.model.n_ctx * cfg.pretrain.max_steps == 13_107_200  # the budget's tokens
+    assert cfg.pretrain.batch_size * cfg.model.n_ctx * cfg.pretrain.max_steps == 11_796_480  # the budget's tokens
     plan = cfg.reproduce
     assert plan.sweeps == load_config("mini").reproduce.sweeps
     assert all(plan.task_seeds[t] == [1234, 2345, 3456] for t in ("rte", "mrpc", "cola", "stsb", "story_cloze"))

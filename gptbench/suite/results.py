@@ -66,7 +66,7 @@ def write_pretrain_results(cfg: ExperimentConfig, results_dir: Path) -> None:
         "git_commit": git_commit(),
         "machine": machine(),
         "software": software(),
-        "gpu_busy": existing.get("gpu_busy"),
+        **({"gpu_busy": existing["gpu_busy"]} if existing.get("gpu_busy") else {}),  # absent: not measured
     }  # fmt: skip
     atomic_write_json(path, provenance)
     _write_curve(stage, results_dir / "pretrain_curve.csv")

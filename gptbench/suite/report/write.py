@@ -27,8 +27,8 @@ FLAGS = {
          "recorded predictions, or inferred from its score (\"probably\")",
 }
 PROBLEM_TAGS = {"not_run": "not run", "unavailable": "data absent", "failed": "run failed", "no_metric": "not scored"}
-CSV_FIELDS = ("table", "variant", "column", "task", "split", "metric", "status", "n", "seeds", "examples",
-              "split_examples", "median", "min", "max", "last_epoch_median", "paper", "diff", "paper_split",
+CSV_FIELDS = ("table", "variant", "column", "task", "split", "metric", "status", "n", "seeds", "train_examples",
+              "examples", "split_examples", "median", "min", "max", "last_epoch_median", "paper", "diff", "paper_split",
               "same_split_as_paper", "selection", "flags", "note")  # fmt: skip
 
 
@@ -230,9 +230,11 @@ def table_blocks(table: dict, figures: dict[str, bytes], encoder_line: str | Non
                 ", ".join(c["selection"]),
                 split_text(c["split"]) + (f" ({subset_text(c['examples'], c['split_examples'])})" if c["n"] else "")
                 if c["split"] else "",
-                c["paper_split"] + (" (same split)" if c["same_split_as_paper"] else ""), cell_note(c)]
+                c["paper_split"] + (" (same split)" if c["same_split_as_paper"] else ""), trained_on(c), seeds_text(c),
+                cell_note(c)]
                for c in table["cells"] if c["status"] != "not_run"]  # fmt: skip
-    header = ["column", "row", "ours", "last epoch", "Δ", "selection", "our split", "paper split", "notes"]
+    header = ["column", "row", "ours", "last epoch", "Δ", "selection", "our split", "paper split", "trained on", "seeds",
+              "notes"]  # fmt: skip
     if details:
         blocks += [Para("Per cell (cells not run are left out; leaderboard.csv has them all):"), Table(header, details)]
 
@@ -484,6 +486,16 @@ def format_leaderboard_html(blocks: list, figures: dict[str, bytes]) -> str:
             data = base64.b64encode(figures[b.path]).decode("ascii")
             out.append(f'<p><img alt="{esc(b.alt)}" src="data:image/png;base64,{data}"></p>')
     return "\n".join([*out, "</body>", "</html>"]) + "\n"
+
+
+def trained_on(cell: dict) -> str:
+    """The training examples of a cell's runs (their median; a subset where the preset cuts one)."""
+    return f"{cell['train_examples']:,} examples" if cell.get("train_examples") else ""
+
+
+def seeds_text(cell: dict) -> str:
+    """The fine-tuning seeds that scored a cell."""
+    return ", ".join(map(str, cell.get("seeds") or []))
 
 
 def csv_row(cell: dict) -> dict:
