@@ -8,17 +8,19 @@ preset's seeds and training subsets."""
 
 import csv
 import json
+from pathlib import Path
 
 from conftest import tiny_overrides
 
 from gptbench.cli import main
 
 # Twelve blocks as GPT-1's (Figure 2 left keeps the preset's transfer0, 4, 8, 12), 32 wide; fp32 and
-# eager on the CPU (compiled runs in shared workers: test_sweep_sharing). The evaluation subsets,
-# holdout slices and zero-shot subsets are cut below the preset's (a tiny model's scores need no
-# more); its training subsets (task_overrides) and seeds (task_seeds) stay.
-CPU = ["model.n_layer=12", "trainer.precision=32-true", "trainer.compile=false", "finetune.max_eval_examples=48",
-       "finetune.holdout_max=32", "reproduce.overrides.figure2_zeroshot=[max_examples=24]"]  # fmt: skip
+# eager on the CPU (compiled runs in shared workers: test_sweep_sharing). One epoch, and the
+# evaluation subsets, holdout slices and zero-shot subsets cut below the preset's (a tiny model's
+# scores need no more); its training subsets (task_overrides) and seeds (task_seeds) stay.
+CPU = ["model.n_layer=12", "trainer.precision=32-true", "trainer.compile=false", "finetune.epochs=1",
+       "finetune.max_eval_examples=48", "finetune.holdout_max=32", "reproduce.overrides.figure2_zeroshot=[max_examples=24]"]  # fmt: skip
+MINI = Path(__file__).resolve().parents[1] / "results" / "mini"  # the published CPU scale
 # task -> (seeds, training examples) of experiments/gpu.yaml's reproduce section
 PLAN = {"rte": ("1234;2345;3456", "300"), "mrpc": ("1234;2345;3456", "300"), "cola": ("1234;2345;3456", "500"),
         "stsb": ("1234;2345;3456", "300"), "story_cloze": ("1234;2345;3456", "300"), "sst2": ("1234", "1000"),
@@ -62,3 +64,10 @@ def test_the_gpu_preset_reproduces_end_to_end_at_a_tiny_scale(tiny_corpus, cache
     assert max(s.get("worker_run", 0) for s in statuses) > 1 and "(local, 4 at a time)" in out
     provenance = json.loads((results / "provenance.json").read_text())
     assert "gpu_busy" not in provenance and provenance["software"]["gpus"] == [] and "GPU busy" not in out
+
+    # The report at two scales (the README's `gptbench report results/gpu --scales results/mini`):
+    # this run and mini side by side, each with its parameters and pre-training tokens.
+    assert main(["report", str(results), "--scales", str(MINI)]) == 0
+    scales = (results / "leaderboard.md").read_text().split("## Scales")[1]
+    assert "(gpu, mini;" in scales and "6,820,096 parameters" in scales and "10,649,600 tokens" in scales
+    assert f"{provenance['pretrain']['tokens_seen']:,} tokens" in scales
