@@ -82,12 +82,17 @@ def test_every_cell_at_every_scale_with_its_subset_beside_the_paper(scales):
 
 def test_pretraining_of_each_scale_and_the_paper(scales):
     mini, gpu = scales
+    provenance = json.loads((gpu / "provenance.json").read_text())
+    software = {"torch": "2.11.0+cu128", "cuda": "12.8", "cudnn": 91002, "gpus": ["NVIDIA H200"]}
+    (gpu / "provenance.json").write_text(json.dumps(provenance | {"software": software}))
     write_report(mini, scales=[gpu])
     summary = section_rows((mini / "leaderboard.md").read_text(), "## Scales")
     assert summary["mini / ."][0] == ("1,190,000 parameters, 1,638,400 tokens, 800 steps, validation perplexity "
                                       "190.5")  # fmt: skip
     assert summary["gpu / ../gpu"][0].startswith("116,534,784 parameters, 26,214,400 tokens, 800 steps")
-    assert summary["gpu / ../gpu"][3:] == ["9", "gpu machine"]  # 3 seeds x (Table 4, Table 5 full, no pre-training)
+    # 3 seeds x (Table 4, Table 5 full, no pre-training); the machine with the GPU provenance records
+    assert summary["gpu / ../gpu"][3:] == ["9", "gpu machine, GPU NVIDIA H200"]
+    assert summary["mini / ."][3:] == ["9", "mini machine"]  # no software recorded: the CPU line alone
     assert summary["paper (GPT-1) / "][0].startswith("116,534,784 parameters, tokens not recorded")
     board = json.loads((mini / "leaderboard.json").read_text())
     assert [s["name"] for s in board["scales"]["scales"]] == ["mini", "gpu"]

@@ -8,12 +8,12 @@ on a machine with GPUs, job slot i runs on GPU i mod G, ``gpus=[..]`` choosing t
 ``share_gpus=true`` allowing more slots than GPUs). A slot's worker runs one run and exits, or with
 ``worker_runs=K`` up to K runs (the CUDA context, libraries and compiled graphs made once; a run's
 numbers are those of a fresh process). While fine-tunes run on GPUs the sweep samples how busy
-they are (:mod:`gptbench.suite.utilization`), prints it and records it in provenance.json. With ``executor=slurm`` (submitit) each
-pre-training is a job of its own and the fine-tunes that start from it a job array that waits for
-it, each job asking for the run's devices (``trainer.devices`` GPUs and as many tasks, per node)
-and ``cpus_per_task=`` CPUs; ``executor=submitit_local`` runs the same code on this machine. A run
-on several devices (DDP) is refused outside SLURM: Lightning would start its other processes by
-running the whole sweep's command again.
+they are (:mod:`gptbench.suite.utilization`), prints it and records it in provenance.json. With
+``executor=slurm`` (submitit) each pre-training is a job of its own and the fine-tunes that start
+from it a job array that waits for it, each job asking for the run's devices (``trainer.devices``
+GPUs and as many tasks, per node) and ``cpus_per_task=`` CPUs; ``executor=submitit_local`` runs
+the same code on this machine. A run on several devices (DDP) is refused outside SLURM: Lightning
+would start its other processes by running the whole sweep's command again.
 
 Each run leaves one status file, written atomically, in ``<results_dir>/runs/<paper table>/
 <task>/<variant>/seed<seed>.json``: ``done`` (the run's results), ``failed`` (its error) or

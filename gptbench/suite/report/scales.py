@@ -35,8 +35,15 @@ def scale_summary(name: str, results_dir: Path, report_dir: Path, board: dict) -
         "bert": network_pretraining(p, "bert_pretrain", (p.get("bert_pretrain") or {}).get("parameters")),
     }
     return {"name": name, "dir": Path(os.path.relpath(results_dir, report_dir)).as_posix(),
-            "machine": p.get("machine"), "networks": {k: v for k, v in networks.items() if v is not None},
+            "machine": machine_text(p), "networks": {k: v for k, v in networks.items() if v is not None},
             "runs": board["runs"]["files"]}  # fmt: skip
+
+
+def machine_text(provenance: dict) -> str | None:
+    """The machine a scale ran on: provenance's CPU line, then its GPUs where it records any."""
+    gpus = (provenance.get("software") or {}).get("gpus")
+    machine = provenance.get("machine")
+    return f"{machine or 'machine not recorded'}, GPU {', '.join(gpus)}" if gpus else machine
 
 
 def scale_rows(boards: list[dict]) -> list[dict]:
