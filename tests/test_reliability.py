@@ -220,7 +220,7 @@ def test_help_lists_presets_tasks_keys_and_environment(capsys):
     with pytest.raises(SystemExit):
         main(["finetune", "--help"])
     out = capsys.readouterr().out
-    for expected in ("presets: mini, paper, smoke", "stsb", "GPTBENCH_DATA", "gptbench/config.py", "architecture=lstm",
+    for expected in ("presets: gpu, mini, paper, smoke", "stsb", "GPTBENCH_DATA", "gptbench/config.py", "architecture=lstm",
                      "gptbench reproduce --preset smoke"):  # fmt: skip
         assert expected in out, expected
     assert "``" not in out
