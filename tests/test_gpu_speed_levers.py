@@ -2,10 +2,13 @@
 outside the head, and the compiled training step computes the eager step's loss and resumes exactly."""
 
 import json
+import traceback
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.callbacks import Callback
 from conftest import compiles_on_cpu, tiny_overrides
 from safetensors.torch import load_file
 
@@ -200,3 +203,103 @@ def test_compiled_training_loss_on_cuda_equals_eager_without_dropout():
     with torch.autocast("cuda", dtype=torch.bfloat16):
         a, b = eager.training_loss(x[:, :-1], x[:, 1:]), compiled.training_loss(x[:, :-1], x[:, 1:])
     torch.testing.assert_close(b, a, rtol=1e-3, atol=1e-3)
+
+
+# Tensor methods that move a value to the host: on a GPU each one waits for every queued kernel.
+HOST_READS = ("item", "tolist", "cpu", "numpy", "__float__", "__int__", "__bool__", "__format__", "__repr__")
+
+
+class HostReads(Callback):
+    """Records, per optimizer step, where tensors were read on the host (HOST_READS) from the start of
+    its training batch to the next batch or validation: the step, the callbacks, logging and
+    checkpoints. Left out are reads of tensors that stay on the CPU in a GPU run too: a DataLoader
+    drawing its workers' seed from its CPU generator, and AdamW's per-tensor implementation reading
+    its step counter (on the CPU only: on GPUs the fused AdamW keeps the counter on the device)."""
+
+    def __init__(self, monkeypatch):
+        self.step, self.reads = None, {}
+        for name in HOST_READS:
+            monkeypatch.setattr(torch.Tensor, name, self._counted(name, getattr(torch.Tensor, name)))
+
+    def _counted(self, name, original):
+        def read(tensor, *args, **kwargs):
+            stack = traceback.extract_stack(limit=14)[:-1]
+            if self.step is not None and not any(cpu_side in frame.filename for frame in stack
+                                                 for cpu_side in ("torch/optim/", "torch/utils/data/")):
+                caller = " <- ".join(f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in reversed(stack[-6:]))
+                self.reads.setdefault(self.step, []).append(f"{name}: {caller}")
+            return original(tensor, *args, **kwargs)
+
+        return read
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.step = trainer.global_step + 1  # the step this batch makes
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        self.step = None
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.step = None
+
+
+def count_host_reads(monkeypatch, module) -> HostReads:
+    """Every Trainer ``module`` makes gets a HostReads as its first callback (it must see a batch start
+    before any other callback reads)."""
+    counter = HostReads(monkeypatch)
+    make = module.make_trainer
+
+    def make_counted(*args, **kwargs):
+        trainer = make(*args, **kwargs)
+        trainer.callbacks.insert(0, counter)
+        return trainer
+
+    monkeypatch.setattr(module, "make_trainer", make_counted)
+    return counter
+
+
+def test_pretraining_reads_device_values_only_at_logging_and_checkpoint_steps(tmp_path, tiny_corpus, cache_dir,
+                                                                             monkeypatch):  # fmt: skip
+    """A GPU runs ahead of Python only while nothing reads a device value back: one ``.item()`` a step
+    (Lightning does one for every ``prog_bar=True`` value) stalls its queue every step. Counted on
+    the CPU by patching the tensor methods that read; logging every 3 steps, checkpoints every 4."""
+    counter = count_host_reads(monkeypatch, pretrain)
+    cfg = load_config("smoke", tiny_overrides(tmp_path, tiny_corpus, cache_dir) + [
+        "pretrain.log_every_n_steps=3", "pretrain.checkpoint_every_n_steps=4", "pretrain.keep_steps=[0,4,12]",
+        "pretrain.val_every_n_steps=12"])  # fmt: skip
+    pretrain.run_pretrain(cfg)
+    unexpected = {s: reads for s, reads in counter.reads.items() if s % 3 and s % 4}
+    assert not unexpected, "\n".join(f"step {s}: {r}" for s, reads in unexpected.items() for r in reads)
+    assert set(counter.reads) == {3, 4, 6, 8, 9, 12}  # logging and checkpoints do read: the counter sees them
+
+
+def test_finetuning_reads_device_values_only_at_logging_and_checkpoint_steps(tmp_path, tiny_corpus, cache_dir,
+                                                                            monkeypatch):  # fmt: skip
+    """The same for a fine-tune with the auxiliary LM (96 examples, batch 16: 6 steps an epoch, logged
+    every max(1, 6 // 4) = 1 step, so logging is turned down to every 4th through the Trainer)."""
+    import gptbench.training.finetune as finetune
+
+    base = tiny_overrides(tmp_path, tiny_corpus, cache_dir) + ["finetune.task=rte", "finetune.max_train_examples=200",
+                                                               "finetune.epochs=1"]  # fmt: skip
+    cfg = load_config("smoke", base)
+    pretrain.run_pretrain(cfg)
+    counter = count_host_reads(monkeypatch, finetune)
+    finetune.run_finetune(cfg)
+    log_every = 200 // 16 // 4  # finetune's log_every_n_steps: max(1, min(50, batches per epoch // 4))
+    unexpected = {s: reads for s, reads in counter.reads.items() if s % log_every}
+    assert not unexpected, "\n".join(f"step {s}: {r}" for s, reads in unexpected.items() for r in reads)
+    assert counter.reads
+
+
+def test_terminal_progress_shows_the_loss_of_the_last_logging_step():
+    """The terminal bar reads the loss at logging steps only: between them it shows the last one read."""
+    from types import SimpleNamespace
+
+    from gptbench.training.common import TerminalProgress
+
+    bar = TerminalProgress()
+    trainer = SimpleNamespace(loggers=[], progress_bar_metrics={}, training=True, log_every_n_steps=3)
+    shown = {}
+    for step, loss in ((1, 9.0), (3, 2.5), (4, 1.0), (6, 0.5)):
+        trainer.global_step, trainer.callback_metrics = step, {"train/loss": torch.tensor(loss)}
+        shown[step] = bar.get_metrics(trainer, None).get("loss")
+    assert shown == {1: None, 3: "2.5000", 4: "2.5000", 6: "0.5000"}

@@ -208,7 +208,7 @@ class FinetuneModule(GradientClipping, RngStateMixin, L.LightningModule):
         if "lm_loss" in losses:
             self.log("train/lm_loss", losses["lm_loss"])
         self.log("train/task_loss", losses["task_loss"])
-        self.log("train/loss", losses["loss"], prog_bar=True)
+        self.log("train/loss", losses["loss"])  # not prog_bar (see TerminalProgress)
         return losses["loss"]
 
     def _split_names(self, kind: str) -> list[str]:

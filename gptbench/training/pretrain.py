@@ -115,7 +115,7 @@ class PretrainModule(GradientClipping, RngStateMixin, L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         loss = self.training_loss(*batch)
-        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/loss", loss)  # not prog_bar: read every step (see TerminalProgress)
         self.log("train/ppl", loss.detach().exp())
         return loss
 
