@@ -117,7 +117,12 @@ class FinetuneConfig:
     # trains, through the same pipeline; needs lm_coef=0 (the LM loss would train nothing).
     freeze_body: bool = False
     data_dir: Optional[str] = "${oc.env:GPTBENCH_DATA,null}"  # root of the benchmark data
+    # DataLoader workers (0: batches are built in the training process; on a small CPU machine
+    # workers only compete with training for the cores); with workers, the batches each prepares
+    # ahead and whether they outlive an epoch. None of them changes a number.
     num_workers: int = 0
+    prefetch_factor: int = 2
+    persistent_workers: bool = True
     val_checks_per_epoch: int = 1
     checkpoint_every_n_steps: Optional[int] = None  # besides every epoch end (long epochs: MNLI, QQP)
     # Split substitutions, recorded in results.json: split -> another split of the task or a file
@@ -358,6 +363,7 @@ def validate(cfg: ExperimentConfig) -> None:
     for key in ("max_train_examples", "max_eval_examples", "checkpoint_every_n_steps"):
         check(getattr(f, key) is None or getattr(f, key) > 0, f"finetune.{key}", "> 0 or null", getattr(f, key))
     check(f.num_workers >= 0, "finetune.num_workers", ">= 0", f.num_workers)
+    check(f.prefetch_factor >= 1, "finetune.prefetch_factor", ">= 1", f.prefetch_factor)
     check(f.select in SELECTIONS, "finetune.select", f"one of {SELECTIONS}", f.select)
     check(0 < f.holdout_fraction < 1, "finetune.holdout_fraction", "in (0, 1)", f.holdout_fraction)
     check(f.holdout_max > 0, "finetune.holdout_max", "> 0", f.holdout_max)

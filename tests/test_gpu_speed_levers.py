@@ -303,3 +303,54 @@ def test_terminal_progress_shows_the_loss_of_the_last_logging_step():
         trainer.global_step, trainer.callback_metrics = step, {"train/loss": torch.tensor(loss)}
         shown[step] = bar.get_metrics(trainer, None).get("loss")
     assert shown == {1: None, 3: "2.5000", 4: "2.5000", 6: "0.5000"}
+
+
+def fake_trainer(device: str):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device(device)), global_rank=0, world_size=1,
+                           global_step=0, accumulate_grad_batches=1)  # fmt: skip
+
+
+def test_loaders_pin_their_batches_for_cuda_only(tiny_corpus, cache_dir):
+    from gptbench.data.corpus import CorpusDataModule
+    from gptbench.data.loaders import loader_options
+    from gptbench.data.tokenizer import Tokenizer
+
+    assert loader_options(None) == {"pin_memory": False, "num_workers": 0}
+    assert loader_options(fake_trainer("cuda"), 2, 4, False) == {"pin_memory": True, "num_workers": 2,
+                                                                 "prefetch_factor": 4, "persistent_workers": False}
+    tokenizer = Tokenizer.train([(tiny_corpus / "book0.txt").read_text()[:20_000]], vocab_size=300)
+    data = CorpusDataModule(tiny_corpus, tokenizer, n_ctx=16, batch_size=2, val_books=1, cache_dir=cache_dir)
+    for device, pinned in (("cuda", True), ("cpu", False)):
+        data.trainer = fake_trainer(device)
+        assert data.train_dataloader().pin_memory is pinned and data.val_dataloader().pin_memory is pinned
+        assert data.train_dataloader().num_workers == 0  # see CorpusDataModule: a batch is 64 memmap slices
+
+
+@pytest.mark.cpu
+def test_finetuning_with_workers_equals_without_and_resumes_exactly(pretrained, monkeypatch):
+    """Workers build the batches of the same sampler order: the weights after two epochs equal those of
+    a run without workers, and a run with workers crashed mid-epoch and resumed equals both."""
+    import gptbench.training.finetune as finetune
+    from test_finetune import stage_results
+
+    base = pretrained + ["finetune.seed=5", "trainer.accelerator=cpu"]
+    plain = load_config("smoke", base)
+    finetune.run_finetune(plain)
+    init = f"finetune.init={plain.run_dir / 'pretrain' / 'model'}"
+    workers = base + [init, "finetune.num_workers=2", "finetune.prefetch_factor=3"]
+    straight = load_config("smoke", workers + ["name=tiny_workers"])
+    finetune.run_finetune(straight)
+    crashed = load_config("smoke", workers + ["name=tiny_workers_crashed"])
+    with monkeypatch.context() as m:
+        crash_at(m, finetune, step=3)  # mid-way through the first of two 6-step epochs
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            finetune.run_finetune(crashed)
+    crashed.resume = True
+    finetune.run_finetune(crashed)
+    ckpts = [torch.load(stage_results(c).parent / "checkpoints/last.ckpt", weights_only=True)
+             for c in (plain, straight, crashed)]  # fmt: skip
+    assert [c["global_step"] for c in ckpts] == [12, 12, 12]
+    for key, value in ckpts[0]["state_dict"].items():
+        assert torch.equal(value, ckpts[1]["state_dict"][key]) and torch.equal(value, ckpts[2]["state_dict"][key]), key

@@ -464,6 +464,7 @@ def _finetune(cfg: ExperimentConfig, task: TaskSpec, stage_dir: Path, data_root:
                       data_dir=data_root or "hub", cache_dir=cfg.cache_dir, seed=cfg.finetune_seed,
                       max_train_examples=f.max_train_examples, max_eval_examples=f.max_eval_examples,
                       splits=f.splits, length_grouped=f.length_grouped, num_workers=f.num_workers,
+                      prefetch_factor=f.prefetch_factor, persistent_workers=f.persistent_workers,
                       holdout_fraction=f.holdout_fraction if select == "holdout" else None, holdout_max=f.holdout_max,
                       eval_splits=["holdout"] if select == "holdout" else None,
                       input_format=input_format(module.model),
