@@ -124,7 +124,8 @@ def _matmul_settings(cfg: ExperimentConfig) -> dict:
 def finetune_settings(cfg: ExperimentConfig) -> dict:
     """Everything but the seed (seeds are subdirectories of one fine-tuning configuration)."""
     f = asdict(cfg.finetune)
-    for unkeyed in ("seed", "data_dir", "num_workers", "prefetch_factor", "persistent_workers", "checkpoint_every_n_steps"):
+    for unkeyed in ("seed", "data_dir", "num_workers", "prefetch_factor", "persistent_workers",
+                    "checkpoint_every_n_steps"):  # fmt: skip
         f.pop(unkeyed)
     for option in ("score_train", "freeze_body"):  # keys of runs without them are as before the options existed
         if not f[option]:
