@@ -151,6 +151,11 @@ class TrainerConfig:
     # at the paper's shape; it draws dropout masks from inductor's own random stream, so a compiled
     # run's numbers differ from an eager run's (both reproduce themselves, resumes included).
     compile: bool = False
+    # The next-token loss (pre-training's, fine-tuning's auxiliary LM) computed this many positions at
+    # a time, never the whole (positions x vocabulary) logits and their fp32 copy (0 = the plain
+    # loss; e.g. 8192). For eager GPU runs: compiled ones do not materialise the fp32 copy anyway.
+    # The same loss and gradients up to rounding (summation order); keyed when on.
+    loss_chunk: int = 0
 
 
 @dataclass
@@ -389,6 +394,7 @@ def validate(cfg: ExperimentConfig) -> None:
     check(cfg.trainer.precision in PRECISIONS, "trainer.precision", f"one of {PRECISIONS}", cfg.trainer.precision)
     check(cfg.trainer.float32_matmul_precision in MATMUL_PRECISIONS, "trainer.float32_matmul_precision",
           f"one of {MATMUL_PRECISIONS}", cfg.trainer.float32_matmul_precision)  # fmt: skip
+    check(cfg.trainer.loss_chunk >= 0, "trainer.loss_chunk", ">= 0 (0 = the plain loss)", cfg.trainer.loss_chunk)
     check(cfg.trainer.devices >= 1, "trainer.devices", ">= 1", cfg.trainer.devices)
     check(cfg.trainer.num_nodes >= 1, "trainer.num_nodes", ">= 1", cfg.trainer.num_nodes)
     check(bool(cfg.name) and "/" not in cfg.name, "name", "a non-empty name without '/'", cfg.name)

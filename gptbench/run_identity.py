@@ -99,7 +99,13 @@ def pretrain_settings(cfg: ExperimentConfig) -> dict:
     compiled = {"compile": True} if cfg.trainer.compile else {}  # its dropout masks differ from eager's
     return {"tokenizer": tokenizer_settings(cfg), "corpus": _corpus_settings(cfg), **_network_settings(cfg),
             "pretrain": p, "seed": cfg.seed, "precision": cfg.trainer.precision,
-            **_world_settings(cfg), **_matmul_settings(cfg), **compiled}  # fmt: skip
+            **_world_settings(cfg), **_matmul_settings(cfg), **compiled, **_loss_chunk_settings(cfg)}  # fmt: skip
+
+
+def _loss_chunk_settings(cfg: ExperimentConfig) -> dict:
+    """The chunked LM loss sums in another order (the last bits move); keys without it are as before
+    the option existed."""
+    return {"loss_chunk": cfg.trainer.loss_chunk} if cfg.trainer.loss_chunk else {}
 
 
 def world_size(cfg: ExperimentConfig) -> int:
@@ -142,7 +148,8 @@ def finetune_settings(cfg: ExperimentConfig) -> dict:
     compiled = {"compile": True} if t.compile else {}  # inductor's dropout masks differ from eager's
     return {"finetune": f, "init": init, "data": data, "precision": t.precision,
             "devices": world_size(cfg),  # the global batch
-            "finetune_format": _FINETUNE_FORMAT, **_matmul_settings(cfg), **compiled}  # fmt: skip
+            "finetune_format": _FINETUNE_FORMAT, **_matmul_settings(cfg), **compiled,
+            **_loss_chunk_settings(cfg)}  # fmt: skip
 
 
 def _tokenizer_label(cfg: ExperimentConfig) -> str:

@@ -354,3 +354,106 @@ def test_finetuning_with_workers_equals_without_and_resumes_exactly(pretrained, 
     assert [c["global_step"] for c in ckpts] == [12, 12, 12]
     for key, value in ckpts[0]["state_dict"].items():
         assert torch.equal(value, ckpts[1]["state_dict"][key]) and torch.equal(value, ckpts[2]["state_dict"][key]), key
+
+
+def plain_tied_loss(hidden, table, targets, weights):
+    return (weights * F.cross_entropy(F.linear(hidden, table).float(), targets, reduction="none")).sum()
+
+
+@pytest.mark.parametrize("multiple", [1, 64])
+def test_chunked_loss_and_gradients_equal_the_plain_ones(multiple):
+    """Known inputs where the padded rows would win: every real logit is negative and the padded rows'
+    are 0, so a padded row in the softmax (or given gradient) would move the loss and the gradients."""
+    from gptbench.training.chunked_loss import chunked_lm_loss
+
+    torch.manual_seed(0)
+    hidden = -torch.rand(37, 16).requires_grad_()  # 37 rows: chunks of 8 leave 5
+    table = (torch.rand(214, 16) + 0.1).requires_grad_()
+    targets = torch.randint(0, 214, (37,))
+    weights = torch.rand(37) * (torch.arange(37) % 5 != 0)  # some positions weigh 0
+    expected = plain_tied_loss(hidden, table, targets, weights)
+    want = torch.autograd.grad(expected, (hidden, table))
+    for chunk in (1, 8, 37, 100):
+        loss = chunked_lm_loss(hidden, table, targets, weights, multiple, chunk)
+        got = torch.autograd.grad(loss, (hidden, table))
+        torch.testing.assert_close(loss, expected, rtol=1e-6, atol=0)
+        for g, w in zip(got, want):
+            torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-6)  # fp32 rounding of sums of ~1
+    mean = chunked_lm_loss(hidden, table, targets, multiple=multiple, chunk=8)  # no weights: the mean
+    torch.testing.assert_close(mean, F.cross_entropy(F.linear(hidden, table), targets), rtol=1e-6, atol=0)
+    with pytest.raises(ValueError, match="chunk must be >= 1"):
+        chunked_lm_loss(hidden, table, targets, chunk=0)
+
+
+@pytest.mark.parametrize("kind", ["gpt", "lstm"])
+@pytest.mark.parametrize("multiple", [1, 64])
+def test_chunked_pretraining_loss_equals_the_plain_one_with_every_gradient(kind, multiple):
+    """Dropout on: the chunked loss draws nothing, so both modules see the same masks."""
+    config = type(SHAPES[kind])(**{**SHAPES[kind].__dict__, "pad_vocab_multiple": multiple})
+    torch.manual_seed(0)
+    plain, chunked = PretrainModule(config), PretrainModule(config, loss_chunk=24)  # 4 x 16 positions: 3 chunks
+    chunked.load_state_dict(plain.state_dict())
+    x = torch.randint(0, 211, (4, 17))
+    losses = []
+    for module in (plain, chunked):
+        torch.manual_seed(1)
+        losses.append(module.training_loss(x[:, :-1], x[:, 1:]))
+        losses[-1].backward()
+    torch.testing.assert_close(losses[1], losses[0], rtol=1e-6, atol=0)
+    for (name, p), q in zip(plain.named_parameters(), chunked.parameters()):
+        torch.testing.assert_close(q.grad, p.grad, rtol=1e-5, atol=1e-7, msg=name)
+
+
+def test_chunked_auxiliary_lm_loss_equals_the_plain_one_with_every_gradient():
+    from gptbench.training.finetune import FinetuneModule
+
+    config = GPTConfig(vocab_size=211, n_ctx=32, n_embd=32, n_layer=2, n_head=2, pad_vocab_multiple=64)
+    torch.manual_seed(0)
+    plain, chunked = FinetuneModule(config, "rte"), FinetuneModule(config, "rte", loss_chunk=7)
+    chunked.load_state_dict(plain.state_dict())
+    ids = torch.randint(0, 211, (4, 1, 19))
+    mask = (torch.arange(19) < torch.tensor([19, 12, 5, 1])[:, None]).long()[:, None, :]  # one sequence of 1 token
+    batch = {"input_ids": ids, "attention_mask": mask, "labels": torch.tensor([0, 1, 1, 0])}
+    losses = []
+    for module in (plain, chunked):
+        torch.manual_seed(1)
+        losses.append(module.training_losses(batch))
+        losses[-1]["loss"].backward()
+    for key in ("lm_loss", "task_loss", "loss"):
+        torch.testing.assert_close(losses[1][key], losses[0][key], rtol=1e-6, atol=0, msg=key)
+    for (name, p), q in zip(plain.named_parameters(), chunked.parameters()):
+        torch.testing.assert_close(q.grad, p.grad, rtol=1e-5, atol=1e-7, msg=name)
+
+
+def test_loss_chunk_is_validated_and_keyed_only_when_on(tmp_path, tiny_corpus, cache_dir):
+    with pytest.raises(ConfigError, match="trainer.loss_chunk=-1"):
+        load_config("smoke", ["trainer.loss_chunk=-1"])
+    base = tiny_overrides(tmp_path, tiny_corpus, cache_dir)
+    assert "loss_chunk" not in pretrain_settings(load_config("smoke", base))
+    chunked = load_config("smoke", base + ["trainer.loss_chunk=8192"])
+    assert pretrain_settings(chunked)["loss_chunk"] == 8192
+    from gptbench.run_identity import finetune_settings
+
+    assert finetune_settings(chunked)["loss_chunk"] == 8192
+    assert "loss_chunk" not in finetune_settings(load_config("smoke", base))
+
+
+def test_chunked_loss_under_bf16_autocast_matches_the_plain_one_to_bf16s_resolution():
+    """Under autocast the chunks' products run in bf16 as the plain head's do; gradients reach the fp32
+    parameters in fp32."""
+    config = GPTConfig(vocab_size=211, n_ctx=16, n_embd=32, n_layer=2, n_head=2, pad_vocab_multiple=64)
+    torch.manual_seed(0)
+    plain, chunked = PretrainModule(config), PretrainModule(config, loss_chunk=24)
+    chunked.load_state_dict(plain.state_dict())
+    x = torch.randint(0, 211, (4, 17))
+    losses = []
+    for module in (plain, chunked):
+        torch.manual_seed(1)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            losses.append(module.training_loss(x[:, :-1], x[:, 1:]))
+        losses[-1].backward()
+    assert losses[1].dtype == torch.float32
+    torch.testing.assert_close(losses[1], losses[0], rtol=1e-3, atol=0)
+    for (name, p), q in zip(plain.named_parameters(), chunked.parameters()):
+        assert q.grad.dtype == torch.float32
+        torch.testing.assert_close(q.grad, p.grad, rtol=2e-2, atol=2e-3, msg=name)
