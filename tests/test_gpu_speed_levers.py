@@ -147,7 +147,8 @@ def test_gpu_bench_code_path_runs_on_cpu_at_a_tiny_shape(tmp_path):
                      "pre-training step", "pre-training MFU", "pre-training through the Trainer",
                      "pre-training through the Trainer", "fine-tuning through the Trainer"]  # fmt: skip
     levers = [f.name.split(", ")[1] for f in figures[1:4]]
-    assert levers == ["padded vs unpadded table", "chunked vs plain loss (both padded", "compiled vs eager (both padded)"]
+    assert levers == ["padded vs unpadded table", "chunked vs plain loss (both padded",
+                      "compiled vs eager (both padded)"]
     assert "deterministic False vs True (the preset's)" in figures[6].name  # the paper preset's choice, and its cost
     assert "compile True; reference eager, unpadded; padded eager " in figures[7].note  # all three fine-tuning sides
     written = json.loads((tmp_path / "bench_gpu.json").read_text())
