@@ -464,3 +464,20 @@ def test_chunked_loss_under_bf16_autocast_matches_the_plain_one_to_bf16s_resolut
     for (name, p), q in zip(plain.named_parameters(), chunked.parameters()):
         assert q.grad.dtype == torch.float32
         torch.testing.assert_close(q.grad, p.grad, rtol=2e-2, atol=2e-3, msg=name)
+
+
+@pytest.mark.parametrize("init", ["weights", "none"])
+def test_finetuning_takes_the_presets_speed_settings(pretrained, init):
+    """A fine-tune gets the padded table, the compiled step and the chunked loss from the config, from
+    pre-trained weights (loaded unpadded, padded in the head) and from scratch."""
+    from conftest import pretrained_model
+
+    from gptbench.training.finetune import initial_module
+
+    source = pretrained_model(pretrained) if init == "weights" else "none"
+    cfg = load_config("smoke", pretrained + [f"finetune.init={source}", "finetune.task=rte", "trainer.compile=true",
+                                             "model.pad_vocab_multiple=64", "trainer.loss_chunk=4096"])  # fmt: skip
+    module, _, _ = initial_module(cfg)
+    assert module.model.config.pad_vocab_multiple == 64 and module.loss_chunk == 4096
+    assert hasattr(module.training_losses, "_torchdynamo_orig_callable")  # the step's function, compiled
+    assert module.model.lm_head(torch.zeros(1, 32)).shape == (1, 400 + 3)  # padding invisible outside the head
