@@ -481,3 +481,25 @@ def test_finetuning_takes_the_presets_speed_settings(pretrained, init):
     assert module.model.config.pad_vocab_multiple == 64 and module.loss_chunk == 4096
     assert hasattr(module.training_losses, "_torchdynamo_orig_callable")  # the step's function, compiled
     assert module.model.lm_head(torch.zeros(1, 32)).shape == (1, 400 + 3)  # padding invisible outside the head
+
+
+def test_chunked_loss_without_gradients_is_the_same_loss():
+    """Under no_grad (validation) the gradient products are skipped; the loss is unchanged."""
+    from gptbench.training.chunked_loss import chunked_lm_loss
+
+    torch.manual_seed(0)
+    hidden, table, targets = torch.randn(37, 16), torch.randn(214, 16), torch.randint(0, 214, (37,))
+    with torch.no_grad():
+        loss = chunked_lm_loss(hidden, table, targets, multiple=64, chunk=8)
+    torch.testing.assert_close(loss, F.cross_entropy(F.linear(hidden, table), targets), rtol=1e-6, atol=0)
+
+
+def test_a_pretraining_with_the_chunked_loss_ends_where_the_plain_one_does(pretrained):
+    """Through the whole pipeline (training, validation, export): 12 steps with chunks of 100 of the
+    8 x 32 positions end at the plain run's validation loss, up to rounding."""
+    plain = load_config("smoke", pretrained)
+    chunked = load_config("smoke", pretrained + ["trainer.loss_chunk=100"])
+    pretrain.run_pretrain(chunked)
+    assert pretrain_dir(chunked) != pretrain_dir(plain)  # keyed: its own run directory
+    a, b = (json.loads((pretrain_dir(c) / "metrics.json").read_text())["val_loss"] for c in (plain, chunked))
+    assert b == pytest.approx(a, rel=1e-5) and a != 0

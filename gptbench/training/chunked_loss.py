@@ -37,7 +37,8 @@ class _ChunkedTiedCrossEntropy(torch.autograd.Function):
         # the softmax, so they never win and their gradient is exactly 0.
         padded = F.pad(table, (0, 0, 0, -rows % multiple))
         loss = torch.zeros((), dtype=torch.float32, device=hidden.device)
-        grad_hidden = torch.empty_like(hidden)
+        want_hidden, want_table = ctx.needs_input_grad[:2]  # neither under no_grad (validation)
+        grad_hidden = torch.zeros_like(hidden)
         grad_table = torch.zeros(padded.shape, dtype=torch.float32, device=table.device)
         for start in range(0, hidden.size(0), chunk):
             h, t, w = (v[start : start + chunk] for v in (hidden, targets, weights))
@@ -46,11 +47,15 @@ class _ChunkedTiedCrossEntropy(torch.autograd.Function):
             logits[:, rows:] = float("-inf")
             lse = torch.logsumexp(logits, dim=-1)  # (n,)
             loss += (w * (lse - logits.gather(1, t[:, None]).squeeze(1))).sum()
+            if not (want_hidden or want_table):
+                continue
             grad = logits.sub_(lse[:, None]).exp_()  # softmax, in place of the logits
             grad[torch.arange(len(t), device=t.device), t] -= 1
             grad = grad.mul_(w[:, None]).to(product.dtype)  # the plain path's backward casts here too
-            grad_hidden[start : start + chunk] = grad @ padded
-            grad_table += grad.t() @ h
+            if want_hidden:
+                grad_hidden[start : start + chunk] = grad @ padded
+            if want_table:
+                grad_table += grad.t() @ h
         ctx.save_for_backward(grad_hidden, grad_table[:rows].to(table.dtype))
         return loss
 
