@@ -503,3 +503,24 @@ def test_a_pretraining_with_the_chunked_loss_ends_where_the_plain_one_does(pretr
     assert pretrain_dir(chunked) != pretrain_dir(plain)  # keyed: its own run directory
     a, b = (json.loads((pretrain_dir(c) / "metrics.json").read_text())["val_loss"] for c in (plain, chunked))
     assert b == pytest.approx(a, rel=1e-5) and a != 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_chunked_loss_on_cuda_equals_the_plain_one_at_gpt1s_vocabulary():
+    """GPT-1's 40,481 rows padded to 40,512, 4,096 positions in chunks of 1,024: in fp32 the loss and
+    gradients equal the plain ones to rounding, under bf16 autocast to bf16's resolution."""
+    from gptbench.training.chunked_loss import chunked_lm_loss
+
+    torch.manual_seed(0)
+    hidden = torch.randn(4096, 768, device="cuda", requires_grad=True)
+    table = (torch.randn(40481, 768, device="cuda") * 0.02).requires_grad_()
+    targets = torch.randint(0, 40481, (4096,), device="cuda")
+    for autocast, tolerance in ((False, dict(rtol=1e-5, atol=1e-6)), (True, dict(rtol=1.6e-2, atol=1e-4))):
+        results = []
+        for chunk in (0, 1024):
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+                loss = (chunked_lm_loss(hidden, table, targets, multiple=64, chunk=chunk) if chunk else
+                        F.cross_entropy(tied_logits(hidden, table, 64).float(), targets))  # fmt: skip
+            results.append((loss, *torch.autograd.grad(loss, (hidden, table))))
+        for name, got, want in zip(("loss", "hidden", "table"), results[1], results[0]):
+            torch.testing.assert_close(got, want, **tolerance, msg=f"{name}, autocast {autocast}")
