@@ -8,7 +8,7 @@
 #   2. `gptbench bench --device cuda`: the GPU table (raw step against transformers, padded, chunked
 #      loss and compiled against eager, MFU against the bf16 matmul rate measured in the same run,
 #      the paper preset through the Trainer and with deterministic flipped, fine-tuning examples/s
-#      of the preset against eager), written to OUT/bench_gpu.json after every figure (a timeout
+#      of the preset against eager), written to OUT/bench_gpu.json as the figures come (a timeout
 #      keeps what was measured).
 # Needs neither ../shared nor spaCy. Run from anywhere after `pip install -e ".[test]"`:
 #   bash benchmarks/gpu_checks.sh [OUT]      (OUT defaults to results/bench)
