@@ -117,7 +117,12 @@ class FinetuneConfig:
     # trains, through the same pipeline; needs lm_coef=0 (the LM loss would train nothing).
     freeze_body: bool = False
     data_dir: Optional[str] = "${oc.env:GPTBENCH_DATA,null}"  # root of the benchmark data
+    # DataLoader workers (0: batches are built in the training process; on a small CPU machine
+    # workers only compete with training for the cores); with workers, the batches each prepares
+    # ahead and whether they outlive an epoch. None of them changes a number.
     num_workers: int = 0
+    prefetch_factor: int = 2
+    persistent_workers: bool = True
     val_checks_per_epoch: int = 1
     checkpoint_every_n_steps: Optional[int] = None  # besides every epoch end (long epochs: MNLI, QQP)
     # Split substitutions, recorded in results.json: split -> another split of the task or a file
@@ -146,6 +151,11 @@ class TrainerConfig:
     # at the paper's shape; it draws dropout masks from inductor's own random stream, so a compiled
     # run's numbers differ from an eager run's (both reproduce themselves, resumes included).
     compile: bool = False
+    # The next-token loss (pre-training's, fine-tuning's auxiliary LM) computed this many positions at
+    # a time, never the whole (positions x vocabulary) logits and their fp32 copy (0 = the plain
+    # loss; e.g. 8192). For eager GPU runs: compiled ones do not materialise the fp32 copy anyway.
+    # The same loss and gradients up to rounding (summation order); keyed when on.
+    loss_chunk: int = 0
 
 
 @dataclass
@@ -368,6 +378,7 @@ def validate(cfg: ExperimentConfig) -> None:
     for key in ("max_train_examples", "max_eval_examples", "checkpoint_every_n_steps"):
         check(getattr(f, key) is None or getattr(f, key) > 0, f"finetune.{key}", "> 0 or null", getattr(f, key))
     check(f.num_workers >= 0, "finetune.num_workers", ">= 0", f.num_workers)
+    check(f.prefetch_factor >= 1, "finetune.prefetch_factor", ">= 1", f.prefetch_factor)
     check(f.select in SELECTIONS, "finetune.select", f"one of {SELECTIONS}", f.select)
     check(0 < f.holdout_fraction < 1, "finetune.holdout_fraction", "in (0, 1)", f.holdout_fraction)
     check(f.holdout_max > 0, "finetune.holdout_max", "> 0", f.holdout_max)
@@ -393,6 +404,7 @@ def validate(cfg: ExperimentConfig) -> None:
     check(cfg.trainer.precision in PRECISIONS, "trainer.precision", f"one of {PRECISIONS}", cfg.trainer.precision)
     check(cfg.trainer.float32_matmul_precision in MATMUL_PRECISIONS, "trainer.float32_matmul_precision",
           f"one of {MATMUL_PRECISIONS}", cfg.trainer.float32_matmul_precision)  # fmt: skip
+    check(cfg.trainer.loss_chunk >= 0, "trainer.loss_chunk", ">= 0 (0 = the plain loss)", cfg.trainer.loss_chunk)
     check(cfg.trainer.devices >= 1, "trainer.devices", ">= 1", cfg.trainer.devices)
     check(cfg.trainer.num_nodes >= 1, "trainer.num_nodes", ">= 1", cfg.trainer.num_nodes)
     check(bool(cfg.name) and "/" not in cfg.name, "name", "a non-empty name without '/'", cfg.name)

@@ -99,7 +99,13 @@ def pretrain_settings(cfg: ExperimentConfig) -> dict:
     compiled = {"compile": True} if cfg.trainer.compile else {}  # its dropout masks differ from eager's
     return {"tokenizer": tokenizer_settings(cfg), "corpus": _corpus_settings(cfg), **_network_settings(cfg),
             "pretrain": p, "seed": cfg.seed, "precision": cfg.trainer.precision,
-            **_world_settings(cfg), **_matmul_settings(cfg), **compiled}  # fmt: skip
+            **_world_settings(cfg), **_matmul_settings(cfg), **compiled, **_loss_chunk_settings(cfg)}  # fmt: skip
+
+
+def _loss_chunk_settings(cfg: ExperimentConfig) -> dict:
+    """The chunked LM loss sums in another order (the last bits move); keys without it are as before
+    the option existed."""
+    return {"loss_chunk": cfg.trainer.loss_chunk} if cfg.trainer.loss_chunk else {}
 
 
 def world_size(cfg: ExperimentConfig) -> int:
@@ -124,7 +130,8 @@ def _matmul_settings(cfg: ExperimentConfig) -> dict:
 def finetune_settings(cfg: ExperimentConfig) -> dict:
     """Everything but the seed (seeds are subdirectories of one fine-tuning configuration)."""
     f = asdict(cfg.finetune)
-    for unkeyed in ("seed", "data_dir", "num_workers", "checkpoint_every_n_steps"):
+    for unkeyed in ("seed", "data_dir", "num_workers", "prefetch_factor", "persistent_workers",
+                    "checkpoint_every_n_steps"):  # fmt: skip
         f.pop(unkeyed)
     for option in ("score_train", "freeze_body"):  # keys of runs without them are as before the options existed
         if not f[option]:
@@ -141,7 +148,8 @@ def finetune_settings(cfg: ExperimentConfig) -> dict:
     compiled = {"compile": True} if t.compile else {}  # inductor's dropout masks differ from eager's
     return {"finetune": f, "init": init, "data": data, "precision": t.precision,
             "devices": world_size(cfg),  # the global batch
-            "finetune_format": _FINETUNE_FORMAT, **_matmul_settings(cfg), **compiled}  # fmt: skip
+            "finetune_format": _FINETUNE_FORMAT, **_matmul_settings(cfg), **compiled,
+            **_loss_chunk_settings(cfg)}  # fmt: skip
 
 
 def _tokenizer_label(cfg: ExperimentConfig) -> str:

@@ -8,10 +8,12 @@ synthetic SST-2. ``benchmarks/gpu_checks.sh`` runs this file (and the GPU bench)
 from __future__ import annotations
 
 import random
+import warnings
 from pathlib import Path
 
 import pytest
 import torch
+from lightning.pytorch.callbacks import Callback
 from conftest import tiny_overrides
 from safetensors.torch import load_file
 
@@ -152,3 +154,55 @@ def test_per_step_checks_do_not_wait_for_the_gpu():
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert int(meter._tokens) == 13 and int(stop._first_step) == 3  # read afterwards: the NaN was seen
+
+
+class SyncWatch(Callback):
+    """Turns torch's sync debug mode to "warn" from the start of each training batch whose step is
+    neither a logging nor a checkpoint step, up to the next batch, validation or the end. The first
+    step is left out: it initialises (optimizer states, cuBLAS handles) once."""
+
+    def __init__(self, log_every: int, checkpoint_every: int):
+        self.log_every, self.checkpoint_every = log_every, checkpoint_every
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        step = trainer.global_step + 1
+        quiet = step > 1 and step % self.log_every and step % self.checkpoint_every
+        torch.cuda.set_sync_debug_mode("warn" if quiet else "default")
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        torch.cuda.set_sync_debug_mode("default")
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        torch.cuda.set_sync_debug_mode("default")
+
+
+@pytest.mark.parametrize("stage", ["pretrain", "finetune"])
+def test_training_waits_for_the_gpu_only_at_logging_and_checkpoint_steps(tmp_path, synthetic_corpus, synthetic_data,
+                                                                        stage, monkeypatch):  # fmt: skip
+    """Every host-device synchronisation (``.item()``, a blocking copy, a boolean index...) between
+    logging steps stalls the GPU's queue; torch's sync debug mode reports each one. Logging every 3
+    steps, checkpoints every 4 (pre-training); fine-tuning logs every step of its 6-step epochs, so
+    it is watched with logging every 5 through the Trainer's own setting."""
+    base = [*overrides(tmp_path, synthetic_corpus, synthetic_data, "gpu"), "finetune.task=sst2",
+            "pretrain.log_every_n_steps=3", "pretrain.checkpoint_every_n_steps=4"]  # fmt: skip
+    cfg = load_config("smoke", base)
+    module = pretrain if stage == "pretrain" else finetune
+    if stage == "finetune":
+        pretrain.run_pretrain(cfg)
+    watch = SyncWatch(3, 4) if stage == "pretrain" else SyncWatch(5, 10**9)
+    make = module.make_trainer
+
+    def watched(*args, **kwargs):
+        if stage == "finetune":
+            kwargs["log_every_n_steps"] = 5
+        trainer = make(*args, **kwargs)
+        trainer.callbacks.insert(0, watch)  # first: it must switch the mode before any callback reads
+        return trainer
+
+    monkeypatch.setattr(module, "make_trainer", watched)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        (pretrain.run_pretrain if stage == "pretrain" else finetune.run_finetune)(cfg)
+    torch.cuda.set_sync_debug_mode("default")
+    syncs = [f"{w.filename}:{w.lineno}: {w.message}" for w in caught if "synchroniz" in str(w.message)]
+    assert syncs == []

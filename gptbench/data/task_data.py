@@ -29,6 +29,7 @@ from gptbench.io import default_cache_dir
 from gptbench.tasks import SplitUnavailable, TaskSpec, get_task
 from gptbench.tasks.base import TRANSFORMATION_FIELDS, DataError
 from gptbench.data.tokenizer import Tokenizer
+from gptbench.data.loaders import loader_options
 from gptbench.data.sampling import ResumableSampler, attached_context, batches_done_this_epoch, private_generator
 
 _FORMAT_VERSION = 1
@@ -292,7 +293,9 @@ class TaskDataModule(L.LightningDataModule):
         eval_splits: the splits ``val_dataloader`` serves; default: the task's evaluation splits
             (``["holdout"]`` selects on the held-out slice only).
         length_grouped: batch training examples of similar length together.
-        num_workers: DataLoader workers.
+        num_workers: DataLoader workers (0: batches are built in the training process).
+        prefetch_factor, persistent_workers: with workers, batches each worker prepares ahead, and
+            whether the workers outlive an epoch. Batches are pinned when the Trainer runs on CUDA.
         input_format: "gpt" (the paper's transformations) or "bert" (BERT's conventions, for the
             encoder; see :func:`layout`).
         prepared: a :class:`gptbench.data.prepared.PreparedData`: the splits are drawn (by index,
@@ -304,7 +307,8 @@ class TaskDataModule(L.LightningDataModule):
                  max_train_examples: int | None = None, max_eval_examples: int | None = None,
                  splits: Mapping[str, str] | None = None, holdout_fraction: float | None = None,
                  holdout_max: int = 2000, eval_splits: list[str] | None = None, length_grouped: bool = False,
-                 num_workers: int = 0, input_format: str = "gpt", prepared=None):  # fmt: skip
+                 num_workers: int = 0, prefetch_factor: int = 2, persistent_workers: bool = True,
+                 input_format: str = "gpt", prepared=None):  # fmt: skip
         super().__init__()
         spec = get_task(task) if isinstance(task, str) else task
         if input_format not in INPUT_FORMATS:
@@ -318,6 +322,8 @@ class TaskDataModule(L.LightningDataModule):
                 raise ValueError(f"{name} must be positive, got {value}")
         if num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+        if prefetch_factor < 1:
+            raise ValueError(f"prefetch_factor must be >= 1, got {prefetch_factor}")
         unknown = sorted(set(splits or {}) - set(spec.all_splits))
         if unknown:
             raise ValueError(f"splits: {unknown} are not splits of {spec.name} (splits: {list(spec.all_splits)})")
@@ -326,6 +332,7 @@ class TaskDataModule(L.LightningDataModule):
         self.data_root = None if prepared is not None else _data_root(data_dir)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         self.batch_size, self.seed, self.num_workers = batch_size, seed, num_workers
+        self.prefetch_factor, self.persistent_workers = prefetch_factor, persistent_workers
         self.max_train, self.max_eval, self.length_grouped = max_train_examples, max_eval_examples, length_grouped
         if holdout_fraction is not None and not 0 < holdout_fraction < 1:
             raise ValueError(f"holdout_fraction must be in (0, 1), got {holdout_fraction}")
@@ -444,14 +451,17 @@ class TaskDataModule(L.LightningDataModule):
         sampler = ResumableSampler(len(ds), self.seed, lengths, self.batch_size, samples_done=self._samples_done,
                                    rank=rank, world=world)  # fmt: skip
         return DataLoader(ds, batch_size=self.batch_size, sampler=sampler, collate_fn=collate,
-                          num_workers=self.num_workers, generator=private_generator(self.seed))  # fmt: skip
+                          generator=private_generator(self.seed), **self._loader_options())  # fmt: skip
+
+    def _loader_options(self) -> dict:
+        return loader_options(self.trainer, self.num_workers, self.prefetch_factor, self.persistent_workers)
 
     def _ordered(self, splits: list[str]) -> list[DataLoader]:
         loaders = []
         for split in splits:
             data = self.load(split)
             loaders.append(DataLoader(data, batch_size=self.batch_size, sampler=self._share(data), collate_fn=collate,
-                                      num_workers=self.num_workers, generator=private_generator(self.seed)))  # fmt: skip
+                                      generator=private_generator(self.seed), **self._loader_options()))  # fmt: skip
         return loaders
 
     def _share(self, data: datasets.Dataset) -> UnrepeatedDistributedSampler | None:

@@ -261,13 +261,16 @@ class GPT(nn.Module, GenerationMixin, PretrainedMixin):
         self._dropped_tokens_table = tokens
         return tokens, positions
 
-    def lm_head(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Project hidden states (..., C) onto the tied token embedding -> (..., vocab + special).
-
-        In training mode this is the dropped table of the preceding forward pass (the released
-        code's tied head); in eval mode, the table itself."""
+    def head_table(self) -> torch.Tensor:
+        """The (V, C) table the tied LM head multiplies by: in training mode the dropped table of the
+        preceding forward pass (the released code's tied head); in eval mode, the table itself."""
         table = self._dropped_tokens_table if self.training else None
-        return tied_logits(hidden, self.tokens_embed.weight if table is None else table, self.config.pad_vocab_multiple)
+        return self.tokens_embed.weight if table is None else table
+
+    def lm_head(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Project hidden states (..., C) onto the tied token embedding (:meth:`head_table`) ->
+        (..., vocab + special)."""
+        return tied_logits(hidden, self.head_table(), self.config.pad_vocab_multiple)
 
     def lm_logits(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None

@@ -124,9 +124,13 @@ class LSTMLM(nn.Module, GenerationMixin, PretrainedMixin):
             out, state = self.lstm(x, past_key_values)  # (B, T, E)
         return self.out_dropout(out), state
 
+    def head_table(self) -> torch.Tensor:
+        """The (V, E) table the tied LM head multiplies by: the token embedding."""
+        return self.tokens_embed.weight
+
     def lm_head(self, hidden: torch.Tensor) -> torch.Tensor:
         """Project (..., E) onto the tied token embedding -> (..., vocab + special)."""
-        return tied_logits(hidden, self.tokens_embed.weight, self.config.pad_vocab_multiple)
+        return tied_logits(hidden, self.head_table(), self.config.pad_vocab_multiple)
 
     def lm_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         hidden, _ = self(input_ids, attention_mask)

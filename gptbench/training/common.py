@@ -421,10 +421,29 @@ class LineProgress(ProgressBar):
         return "  ".join(fields)
 
 
+class TerminalProgress(TQDMProgressBar):
+    """Lightning's redrawn bar, with the training loss as of the last logging step.
+
+    The loss is not logged with ``prog_bar=True``: Lightning converts progress-bar values to
+    Python numbers after every batch, and on a GPU each such read waits for the step's kernels
+    (the queue never runs ahead). Here the loss is read at logging steps only."""
+
+    def __init__(self) -> None:
+        super().__init__(refresh_rate=10)
+        self._loss: dict[str, str] = {}
+
+    def get_metrics(self, trainer, pl_module) -> dict:
+        loss = trainer.callback_metrics.get("train/loss")
+        if trainer.training and loss is not None and trainer.global_step % max(1, trainer.log_every_n_steps) == 0:
+            self._loss = {"loss": f"{float(loss):.4f}"}
+        return {**super().get_metrics(trainer, pl_module), **self._loss}
+
+
 def progress_bar(stream=None) -> ProgressBar:
-    """Lightning's redrawn bar on a terminal; :class:`LineProgress` anywhere else. ``stream``:
-    where progress goes; by default standard output, where Lightning's bar writes too."""
-    return TQDMProgressBar(refresh_rate=10) if (stream or sys.stdout).isatty() else LineProgress(stream)
+    """:class:`TerminalProgress` on a terminal; :class:`LineProgress` anywhere else. ``stream``:
+    where progress goes; by default standard output, where Lightning's bar writes too. Both read
+    device values at logging steps only."""
+    return TerminalProgress() if (stream or sys.stdout).isatty() else LineProgress(stream)
 
 
 def make_trainer(

@@ -33,6 +33,7 @@ from gptbench.tasks import TaskSpec, get_task
 from gptbench.data.tokenizer import Tokenizer
 from gptbench.data.tokenizer_stage import build_tokenizer, run_tokenizer
 from gptbench.training.exports import write_model_card
+from gptbench.training.chunked_loss import chunked_lm_loss
 from gptbench.training.masked_lm import IGNORE, freeze_unused, mask_tokens
 from gptbench.training.task_model import TaskModel
 from gptbench.training.common import (
@@ -79,13 +80,15 @@ class FinetuneModule(GradientClipping, RngStateMixin, L.LightningModule):
             the task head trains; needs ``lm_coef=0``.
         compile: run the training step's forward and losses through ``torch.compile`` (batches are
             padded to their longest sequence, so the sequence length is compiled as dynamic).
+        loss_chunk: compute the auxiliary next-token loss this many positions at a time, never the
+            whole logits tensor (:mod:`gptbench.training.chunked_loss`; 0 = the plain loss).
     """
 
     def __init__(self, model: LanguageModel | ModelConfig | dict, task: str | TaskSpec, *, lr: float = 6.25e-5,
                  lm_coef: float = 0.5, warmup_fraction: float = 0.002, clf_pdrop: float = 0.1,
                  weight_decay: float = 0.01, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  grad_clip: float = 1.0, total_steps: int | None = None, freeze_body: bool = False,
-                 compile: bool = False):  # fmt: skip
+                 compile: bool = False, loss_chunk: int = 0):  # fmt: skip
         super().__init__()
         if not isinstance(model, nn.Module):
             model = build_model(model)
@@ -93,7 +96,8 @@ class FinetuneModule(GradientClipping, RngStateMixin, L.LightningModule):
         if task.zero_shot_only:
             raise ValueError(f"task {task.name} is zero-shot only (no fine-tuning)")
         _check_hparams(lr=lr, lm_coef=lm_coef, warmup_fraction=warmup_fraction, clf_pdrop=clf_pdrop,
-                       weight_decay=weight_decay, eps=eps, grad_clip=grad_clip, total_steps=total_steps)  # fmt: skip
+                       weight_decay=weight_decay, eps=eps, grad_clip=grad_clip, total_steps=total_steps,
+                       loss_chunk=loss_chunk)  # fmt: skip
         if freeze_body and lm_coef > 0:
             raise ValueError(f"lm_coef={lm_coef!r}: expected 0 with freeze_body=True (a frozen network has nothing "
                              "for the auxiliary LM loss to train)")  # fmt: skip
@@ -102,12 +106,12 @@ class FinetuneModule(GradientClipping, RngStateMixin, L.LightningModule):
             "model": model_spec(model), "task": task.name, "lr": lr, "lm_coef": lm_coef,
             "warmup_fraction": warmup_fraction, "clf_pdrop": clf_pdrop, "weight_decay": weight_decay,
             "betas": tuple(betas), "eps": eps, "grad_clip": grad_clip, "total_steps": total_steps,
-            "freeze_body": freeze_body, "compile": compile,
+            "freeze_body": freeze_body, "compile": compile, "loss_chunk": loss_chunk,
         })  # fmt: skip
         self.model, self.task = model, task
         self.lr, self.lm_coef, self.warmup_fraction = lr, lm_coef, warmup_fraction
         self.weight_decay, self.betas, self.eps, self.grad_clip = weight_decay, tuple(betas), eps, grad_clip
-        self.total_steps, self.freeze_body = total_steps, freeze_body
+        self.total_steps, self.freeze_body, self.loss_chunk = total_steps, freeze_body, loss_chunk
         self.training_losses = torch.compile(self.losses) if compile else self.losses
         model.requires_grad_(not freeze_body)
         if isinstance(model, BERT) and lm_coef == 0:
@@ -164,6 +168,11 @@ class FinetuneModule(GradientClipping, RngStateMixin, L.LightningModule):
             return self.masked_lm_loss(input_ids, attention_mask)
         T = input_ids.size(-1)
         ids, mask = input_ids.view(-1, T)[:, 1:], attention_mask.view(-1, T)[:, 1:].float()
+        if self.loss_chunk:  # the same average: position weights 1 / (sequence's real positions x sequences)
+            weights = mask / mask.sum(1, keepdim=True).clamp(min=1) / len(mask)
+            states = hidden[:, :-1].reshape(-1, hidden.size(-1))
+            return chunked_lm_loss(states, self.model.head_table(), ids.reshape(-1), weights.reshape(-1),
+                                   self.model.config.pad_vocab_multiple, self.loss_chunk)  # fmt: skip
         logits = self.model.lm_head(hidden[:, :-1])
         nll = F.cross_entropy(logits.reshape(-1, logits.size(-1)), ids.reshape(-1), reduction="none").view_as(mask)
         return ((nll * mask).sum(1) / mask.sum(1).clamp(min=1)).mean()
@@ -208,7 +217,7 @@ class FinetuneModule(GradientClipping, RngStateMixin, L.LightningModule):
         if "lm_loss" in losses:
             self.log("train/lm_loss", losses["lm_loss"])
         self.log("train/task_loss", losses["task_loss"])
-        self.log("train/loss", losses["loss"], prog_bar=True)
+        self.log("train/loss", losses["loss"])  # not prog_bar (see TerminalProgress)
         return losses["loss"]
 
     def _split_names(self, kind: str) -> list[str]:
@@ -316,6 +325,7 @@ def _check_hparams(**values) -> None:
         "grad_clip": (lambda v: v >= 0, ">= 0 (0 = no clipping)"),
         "warmup_fraction": (lambda v: 0 <= v < 1, "in [0, 1)"), "clf_pdrop": (lambda v: 0 <= v < 1, "in [0, 1)"),
         "total_steps": (lambda v: v is None or v > 0, "> 0 or None"),
+        "loss_chunk": (lambda v: v >= 0, ">= 0 (0 = the plain loss)"),
     }  # fmt: skip
     for name, value in values.items():
         ok, expected = rules[name]
@@ -329,13 +339,18 @@ def optimisation_hparams(f: FinetuneConfig) -> dict:
     return {k: getattr(f, k) for k in keys}
 
 
+def speed_hparams(cfg: ExperimentConfig) -> dict:
+    """FinetuneModule's keywords from the trainer section: the compiled step, the chunked LM loss."""
+    return {"compile": cfg.trainer.compile, "loss_chunk": cfg.trainer.loss_chunk}
+
+
 def initial_module(cfg: ExperimentConfig) -> tuple[FinetuneModule, Tokenizer, str]:
     """The module to fine-tune, its tokenizer, and a description of where its weights came from."""
     f, task = cfg.finetune, cfg.finetune.task
     if f.init == "none":
         tokenizer = run_tokenizer(cfg)
         config = cfg.network_config(tokenizer.vocab_size, tokenizer.n_special)
-        module = FinetuneModule(config, task, **optimisation_hparams(f), compile=cfg.trainer.compile)
+        module = FinetuneModule(config, task, **optimisation_hparams(f), **speed_hparams(cfg))
         return module, tokenizer, "none (random initialisation)"
     path = pretrain_dir(cfg) / "model" if f.init == "pretrained" else Path(f.init)
     if not path.exists():
@@ -354,7 +369,7 @@ def initial_module(cfg: ExperimentConfig) -> tuple[FinetuneModule, Tokenizer, st
             f"{path}: model vocabulary {model.config.vocab_size} != tokenizer vocabulary {tokenizer.vocab_size}"
         )
     module = FinetuneModule.from_pretrained(model, task, n_transfer=f.n_transfer, **optimisation_hparams(f),
-                                            compile=cfg.trainer.compile)  # fmt: skip
+                                            **speed_hparams(cfg))  # fmt: skip
     return module, tokenizer, str(path)
 
 
@@ -464,6 +479,7 @@ def _finetune(cfg: ExperimentConfig, task: TaskSpec, stage_dir: Path, data_root:
                       data_dir=data_root or "hub", cache_dir=cfg.cache_dir, seed=cfg.finetune_seed,
                       max_train_examples=f.max_train_examples, max_eval_examples=f.max_eval_examples,
                       splits=f.splits, length_grouped=f.length_grouped, num_workers=f.num_workers,
+                      prefetch_factor=f.prefetch_factor, persistent_workers=f.persistent_workers,
                       holdout_fraction=f.holdout_fraction if select == "holdout" else None, holdout_max=f.holdout_max,
                       eval_splits=["holdout"] if select == "holdout" else None,
                       input_format=input_format(module.model),

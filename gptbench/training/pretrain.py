@@ -32,6 +32,7 @@ from gptbench.run_lock import run_lock
 from gptbench.run_identity import point_link, pretrain_dir, pretrain_settings, record_settings, world_size
 from gptbench.data.tokenizer import Tokenizer
 from gptbench.data.tokenizer_stage import run_tokenizer
+from gptbench.training.chunked_loss import chunked_lm_loss
 from gptbench.training.masked_lm import IGNORE, freeze_unused, mask_tokens, with_cls
 from gptbench.training.exports import export_language_model, write_model_card
 from gptbench.training.common import (
@@ -65,16 +66,20 @@ class PretrainModule(GradientClipping, RngStateMixin, L.LightningModule):
         max_steps: the schedule's length; default: the Trainer's ``max_steps``.
         compile: run the training step's forward and loss through ``torch.compile`` (validation
             stays eager: a second graph for eval mode would cost more than it saves).
+        loss_chunk: compute the next-token loss this many positions at a time, never the whole
+            (B*T, V) logits (:mod:`gptbench.training.chunked_loss`; 0 = the plain loss). The BERT
+            encoder's masked-LM loss reads its ~15% selected positions only and is not chunked.
     """
 
     def __init__(self, model: LanguageModel | ModelConfig | dict, *, lr: float = 2.5e-4, warmup_steps: int = 2000,
                  max_steps: int | None = None, weight_decay: float = 0.01,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, grad_clip: float = 1.0,
-                 compile: bool = False):  # fmt: skip
+                 compile: bool = False, loss_chunk: int = 0):  # fmt: skip
         super().__init__()
         if not isinstance(model, nn.Module):
             model = build_model(model)
         checks = (("lr", lr, lr > 0), ("eps", eps, eps > 0), ("warmup_steps", warmup_steps, warmup_steps >= 0),
+                  ("loss_chunk", loss_chunk, loss_chunk >= 0),
                   ("max_steps", max_steps, max_steps is None or max_steps > 0),
                   ("weight_decay", weight_decay, weight_decay >= 0), ("grad_clip", grad_clip, grad_clip >= 0))  # fmt: skip
         for name, value, ok in checks:
@@ -83,6 +88,7 @@ class PretrainModule(GradientClipping, RngStateMixin, L.LightningModule):
         self.save_hyperparameters({
             "model": model_spec(model), "lr": lr, "warmup_steps": warmup_steps, "max_steps": max_steps,
             "weight_decay": weight_decay, "betas": tuple(betas), "eps": eps, "grad_clip": grad_clip, "compile": compile,
+            "loss_chunk": loss_chunk,
         })  # fmt: skip
         self.model = model
         self.masked_lm = architecture_of(model) == "bert"  # BERT's objective instead of the next token
@@ -90,6 +96,7 @@ class PretrainModule(GradientClipping, RngStateMixin, L.LightningModule):
             freeze_unused(model, pooler=True)  # no next-sentence prediction reads the pooler
         self.lr, self.warmup_steps, self.max_steps = lr, warmup_steps, max_steps
         self.weight_decay, self.betas, self.eps, self.grad_clip = weight_decay, tuple(betas), eps, grad_clip
+        self.loss_chunk = loss_chunk
         self.val_loss = MeanMetric()
         # The function the training step calls, compiled as a whole (compiling only
         # ``model.forward`` would leave the LM head and the loss eager).
@@ -100,7 +107,11 @@ class PretrainModule(GradientClipping, RngStateMixin, L.LightningModule):
         windows (masks from ``generator``, else the global RNG)."""
         if self.masked_lm:
             return self.masked_lm_loss(x, generator)[0]
-        logits = self.model.lm_logits(x)  # (B, T, V)
+        hidden, _ = self.model(x)  # (B, T, C)
+        if self.loss_chunk:
+            return chunked_lm_loss(hidden.flatten(0, 1), self.model.head_table(), y.reshape(-1),
+                                   multiple=self.model.config.pad_vocab_multiple, chunk=self.loss_chunk)  # fmt: skip
+        logits = self.model.lm_head(hidden).float()  # (B, T, V)
         return F.cross_entropy(logits.view(-1, logits.size(-1)), y.reshape(-1))
 
     def masked_lm_loss(self, windows: torch.Tensor, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -115,7 +126,7 @@ class PretrainModule(GradientClipping, RngStateMixin, L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         loss = self.training_loss(*batch)
-        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/loss", loss)  # not prog_bar: read every step (see TerminalProgress)
         self.log("train/ppl", loss.detach().exp())
         return loss
 
@@ -257,7 +268,7 @@ def _pretrain(cfg: ExperimentConfig, stage_dir: Path, corpus_root: Path | None) 
     )  # fmt: skip
     module = PretrainModule(network, lr=p.lr, warmup_steps=p.warmup_steps, max_steps=p.max_steps,
                             weight_decay=p.weight_decay, betas=p.betas, eps=p.eps, grad_clip=p.grad_clip,
-                            compile=cfg.trainer.compile)  # fmt: skip
+                            compile=cfg.trainer.compile, loss_chunk=cfg.trainer.loss_chunk)  # fmt: skip
     clock = WallClock()
     trainer = make_trainer(
         stage_dir,
