@@ -35,8 +35,15 @@ assert sys.modules["spacy"] is None and sys.modules["ftfy"] is None
 
 
 def run_blocked(commands: list[list[str]], cwd: Path, env: dict[str, str] | None = None) -> None:
-    """The gptbench commands, run with spaCy and ftfy unimportable; fails the test with the output's end."""
-    env = {**os.environ, **(env or {}), "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}"}
+    """The gptbench commands, run with spaCy and ftfy unimportable (in the processes they start
+    too, e.g. a sweep's workers: modules of those names that refuse to import come first on the
+    path); fails the test with the output's end."""
+    blocked = cwd / "blocked-modules"
+    for name in ("spacy", "ftfy"):
+        (blocked / name).mkdir(parents=True, exist_ok=True)
+        (blocked / name / "__init__.py").write_text(f"raise ImportError('{name} is blocked in this test')\n")
+    path = os.pathsep.join(map(str, (blocked, ROOT, ROOT / "tests")))
+    env = {**os.environ, **(env or {}), "PYTHONPATH": path}
     proc = subprocess.run([sys.executable, "-c", BLOCKED_CLI, json.dumps(commands)], cwd=cwd, env=env,
                           capture_output=True, text=True)  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]

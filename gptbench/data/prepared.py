@@ -239,6 +239,13 @@ class PreparedData:
             raise self._missing(f"{what} for tokenizer {tokenizer_fp}")
         return self._split(entry, what)
 
+    def split_size(self, task: str, split: str, source: str | None) -> int:
+        """A split's full size (a sweep's stand-in for an absent task is the largest present)."""
+        size = self.manifest["split_sizes"].get(absence_key(task, split, source))
+        if size is None:
+            raise self._missing(f"size of task {task} split {split!r}" + (f" (from {source})" if source else ""))
+        return size
+
     def data_source(self, task: str) -> str:
         """Where the task's data was read from when the directory was prepared."""
         entry = next((e for e in self.manifest["tasks"].values() if e["task"] == task), None)
@@ -358,7 +365,8 @@ class PreparedWriter:
         old = self.root / MANIFEST
         self.manifest = _read_manifest(self.root, "out") if old.is_file() else {
             "format": _FORMAT, "corpus_fingerprint": None, "data": None, "compressed": None, "tokenizers": {},
-            "corpora": {}, "tasks": {}, "zero_shot": {}, "absent": {}, "prompts": {}, "sources": {}, "files": {},
+            "corpora": {}, "tasks": {}, "zero_shot": {}, "absent": {}, "split_sizes": {}, "prompts": {}, "sources": {},
+            "files": {},
         }  # fmt: skip
         self.agree("compressed", compress, "compress= differs")
         self._rows: dict[str, _Rows] = {}
@@ -373,6 +381,19 @@ class PreparedWriter:
     def _sources(self, paths: list[Path]) -> None:
         for p in paths:
             self.manifest["sources"].setdefault(str(p.resolve()), sha256_file(p))
+
+    def _source_folder(self, folder: Path | None) -> list[str]:
+        """Record a task's data folder once, as its file count and one sha256 over its files'
+        relative paths and sha256s (RACE has 28k files: one entry each would make the manifest
+        megabytes); returns the entry's ``sources``."""
+        if folder is None or not folder.is_dir():
+            return []
+        name = str(folder.resolve())
+        if name not in self.manifest["sources"]:
+            files = sorted(p for p in folder.rglob("*") if p.is_file())
+            listing = "".join(f"{p.relative_to(folder).as_posix()}\t{sha256_file(p)}\n" for p in files)
+            self.manifest["sources"][name] = {"files": len(files), "sha256": hashlib.sha256(listing.encode()).hexdigest()}
+        return [name]
 
     def add_tokenizer(self, tokenizer, settings: dict, corpus_fingerprint: str | None) -> None:
         self.agree("corpus_fingerprint", corpus_fingerprint, "another corpus")
@@ -401,12 +422,15 @@ class PreparedWriter:
         self.manifest["absent"][absence_key(task, split, source)] = {"task": task, "split": split, "source": source,
                                                                      "reason": reason}  # fmt: skip
 
+    def add_split_size(self, task: str, split: str, source: str | None, size: int) -> None:
+        self.manifest["split_sizes"][absence_key(task, split, source)] = size
+
     def rows(self, kind: str, key: str, entry: dict, full_examples: int, encode: Callable[[list[int]], object],
-             source_files: list[Path]) -> _Rows:  # fmt: skip
-        """Register the split ``key`` of ``kind``; add the positions to store to the returned
-        item's ``positions`` (with rows=all: every one is added here)."""
-        self._sources(source_files)
-        entry = {**entry, "sources": sorted(str(p.resolve()) for p in source_files)}
+             source: Path | None) -> _Rows:  # fmt: skip
+        """Register the split ``key`` of ``kind``, read from the data folder ``source`` (None: the
+        hub); add the positions to store to the returned item's ``positions`` (with rows=all:
+        every one is added here)."""
+        entry = {**entry, "sources": self._source_folder(source)}
         item = self._rows[key] = _Rows(kind, entry, full_examples, encode)
         if self.all_rows:
             item.positions.update(range(full_examples))
@@ -460,11 +484,6 @@ def run_texts() -> list[str]:
     return list(dict.fromkeys([*LogSamples.PROMPTS, *pieces, *WORDS]))
 
 
-def _task_source_files(data_root: Path | None, subdir: str) -> list[Path]:
-    folder = data_root / subdir if data_root else None
-    return sorted(p for p in folder.rglob("*") if p.is_file()) if folder and folder.is_dir() else []
-
-
 class _Drawing:
     """What a fine-tune's data module reads as its prepared directory while preparing: each split's
     full length, and the rows at the positions it draws, read from the raw files and encoded as
@@ -503,8 +522,8 @@ class _Drawing:
         entry = {"task": task, "split": split, "source": source, "tokenizer": self.tokenizer.fingerprint,
                  "n_ctx": n_ctx, "input_format": input_format, "dropped": dropped, "where": where,
                  "data_source": raw.data_source}  # fmt: skip
-        return self.writer.rows("tasks", key, entry, len(records), encode,
-                                _task_source_files(raw.data_root, spec.data_subdir))  # fmt: skip
+        folder = raw.data_root / spec.data_subdir if raw.data_root else None
+        return self.writer.rows("tasks", key, entry, len(records), encode, folder)
 
 
 @dataclass
@@ -568,9 +587,31 @@ def prepare_zero_shot(writer: PreparedWriter, cfg, tokenizer, tasks, max_example
                     return datasets.Dataset.from_list(examples, features=example_features(task))
 
                 entry = {"task": task, "split": split, "tokenizer": tokenizer.fingerprint}
-                item = writer.rows("zero_shot", key, entry, len(records), encode,
-                                   _task_source_files(data_root, spec.data_subdir))  # fmt: skip
+                folder = data_root / spec.data_subdir if data_root else None
+                item = writer.rows("zero_shot", key, entry, len(records), encode, folder)
             item.positions.update(drawn_positions(item.full_examples, max_examples))
+
+
+def prepare_stand_ins(writer: PreparedWriter, table, preset: str, overrides: list[str]) -> None:
+    """What a sweep's ``stand_ins`` reads of the table's fallbacks: which of their splits are
+    absent and the training splits' sizes, so that a run from the directory picks the same
+    stand-in for a task whose data is absent."""
+    from gptbench.config import load_config
+    from gptbench.data.task_data import absent_reason
+    from gptbench.suite.sweep import train_examples
+    from gptbench.tasks import get_task
+
+    for task, candidates in table.fallbacks.items():
+        for name in (task, *candidates):
+            cfg = load_config(preset, [*overrides, f"finetune.task={name}"])
+            spec, f = get_task(name), cfg.finetune
+            reasons = {s: absent_reason(spec, s, Path(f.data_dir) if f.data_dir else None, f.splits)
+                       for s in (spec.train_split, *spec.eval_splits)}  # fmt: skip
+            for split, why in reasons.items():
+                if why is not None:
+                    writer.add_absent(name, split, f.splits.get(split), why)
+            if not any(reasons.values()):
+                writer.add_split_size(name, spec.train_split, f.splits.get(spec.train_split), train_examples(cfg))
 
 
 def prepare_config(writer: PreparedWriter, cfg, with_task: bool):
@@ -602,11 +643,13 @@ def prepare_config(writer: PreparedWriter, cfg, with_task: bool):
 @dataclass
 class Plan:
     """What a prepared directory is made for: pre-trainings (their corpus), fine-tunes (their
-    tasks' rows) and zero-shot evaluations (config, tasks, max_examples) of a pre-training."""
+    tasks' rows), zero-shot evaluations (config, tasks, max_examples) of a pre-training, and the
+    sweeps' tables with fallbacks (table, preset, overrides; see :func:`prepare_stand_ins`)."""
 
     pretrainings: list
     finetunes: list
     zero_shots: list[tuple] = field(default_factory=list)
+    fallbacks: list[tuple] = field(default_factory=list)
 
 
 def prepare(out: str | Path, plan: Plan, rows: str = "drawn", compress: bool = False) -> int:
@@ -619,6 +662,8 @@ def prepare(out: str | Path, plan: Plan, rows: str = "drawn", compress: bool = F
         prepare_config(writer, cfg, with_task=True)
     for cfg, tasks, max_examples in plan.zero_shots:
         prepare_zero_shot(writer, cfg, prepare_config(writer, cfg, with_task=False), tasks, max_examples)
+    for table, preset, overrides in plan.fallbacks:
+        prepare_stand_ins(writer, table, preset, overrides)
     return writer.finish()
 
 
@@ -628,10 +673,11 @@ def reproduction_configs(preset: str, overrides: list[str], tasks: list[str] | N
     task=TASK`` reads it. (A fine-tune from a pre-training adds that pre-training's corpus.)"""
     from gptbench.config import experiment_files, load_config
     from gptbench.suite.figure2 import curve_run
-    from gptbench.suite.sweep import expand, load_table, split_overrides
+    from gptbench.suite.sweep import expand, load_table, split_overrides, stand_ins
     from gptbench.tasks import get_task
 
-    base = load_config(preset, overrides)
+    _, own = split_overrides(overrides)  # without the sweeps' keys (seeds=, results_dir=, ...)
+    base = load_config(preset, own)
     plan = Plan([base], [])
     for sweep in base.reproduce.sweeps:
         keys, experiment = split_overrides([*base.reproduce.arguments(sweep), *overrides])
@@ -645,8 +691,9 @@ def reproduction_configs(preset: str, overrides: list[str], tasks: list[str] | N
         if tasks and not wanted:
             continue
         runs = expand(table, preset, experiment, keys.get("seeds"), wanted, keys.get("variants"),
-                      task_seeds=keys.get("task_seeds"), task_overrides=keys.get("task_overrides"))  # fmt: skip
+                      stand_ins(table, preset, experiment), keys.get("task_seeds"), keys.get("task_overrides"))  # fmt: skip
         plan.finetunes += [run.config() for run in runs]
-    plan.finetunes += [load_config(preset, [*overrides, f"finetune.task={t}"]) for t in tasks or ()
+        plan.fallbacks += [(table, preset, experiment)] if table.fallbacks else []
+    plan.finetunes += [load_config(preset, [*own, f"finetune.task={t}"]) for t in tasks or ()
                        if not get_task(t).zero_shot_only]  # fmt: skip
     return plan
