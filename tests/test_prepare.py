@@ -217,3 +217,59 @@ def test_zero_shot_from_prepared_equals_raw_and_refuses_other_subsets(pretrained
     assert main(["zeroshot", model, "tasks=sst2", "max_examples=9", f"prepared={out}"]) == 2  # another subset
     assert re.search(r"zero-shot task sst2 split 'dev' holds 8 of its 872 examples, not the one at position \d+ that "
                      r"this run reads; prepare with the run's preset", capsys.readouterr().err)  # fmt: skip
+
+
+def test_only_drawn_rows_are_stored_and_other_positions_are_refused_unless_rows_all(prepared_dir, tmp_path, tiny_corpus,
+                                                                                   cache_dir):  # fmt: skip
+    """A split keeps its full length and the rows at the positions the prepared runs draw; a run
+    drawing others (another seed) is refused naming the split, and runs with rows=all."""
+    from gptbench.training.finetune import run_finetune
+
+    manifest = json.loads((prepared_dir / "manifest.json").read_text())
+    train = [e for e in manifest["tasks"].values() if e["task"] == TASK and e["split"] == "train"]
+    for entry in train:  # 96 training examples and a holdout of 10% at most, for seed 1234
+        assert entry["full_examples"] == 2490 and 96 <= entry["rows"] == len(entry["positions"]) < 2490 // 2
+
+    other_seed = [*tiny_overrides(tmp_path / "runs", tmp_path / "no-corpus", tmp_path / "no-cache"),
+                  f"finetune.data_dir={tmp_path / 'no-data'}", f"finetune.task={TASK}", "finetune.seed=3",
+                  "finetune.init=none", "finetune.epochs=1"]  # fmt: skip
+    with pytest.raises(PreparedError, match=rf"task {TASK} split 'train' holds \d+ of its 2,490 examples, not the one "
+                                            r"at position \d+ \(and \d+ more\) that this run reads; prepare with"):  # fmt: skip
+        run_finetune(load_config("smoke", [*other_seed, f"prepared={prepared_dir}"]))
+
+    whole = tmp_path / "whole"
+    base = tiny_overrides(tmp_path / "prep_runs", tiny_corpus, cache_dir)
+    prepare(whole, reproduction_configs("smoke", base, [TASK]), rows="all")
+    entries = json.loads((whole / "manifest.json").read_text())["tasks"].values()
+    assert all(e["positions"] is None and e["rows"] == e["full_examples"] for e in entries)
+    results = run_finetune(load_config("smoke", [*other_seed, f"prepared={whole}"]))
+    assert results["splits"]["train"]["examples"] == 96
+
+
+def test_compressed_directory_holds_the_same_arrays_and_rows(prepared_dir, tmp_path, tiny_corpus, cache_dir):
+    """compress=true: the same token arrays and rows, in fewer bytes (runs from it: the
+    reproduction test in test_prepare_reproduce.py)."""
+    import numpy as np
+
+    from gptbench.data.prepared import read_tokens
+
+    small = tmp_path / "compressed"
+    size = prepare(small, reproduction_configs("smoke", tiny_overrides(tmp_path / "runs", tiny_corpus, cache_dir), [TASK]),
+                   compress=True)  # fmt: skip
+    plain, packed = open_prepared(prepared_dir), open_prepared(small)
+    assert size < sum(p.stat().st_size for p in prepared_dir.rglob("*") if p.is_file())
+    (corpus,) = plain.manifest["corpora"].values()
+    (small_corpus,) = packed.manifest["corpora"].values()
+    for split in ("train", "val"):
+        assert small_corpus[split].endswith(".npy.zst")
+        a, b = read_tokens(prepared_dir / corpus[split]), read_tokens(small / small_corpus[split])
+        assert a.dtype == b.dtype == np.uint16 and np.array_equal(a, b)
+    assert plain.manifest["tasks"].keys() == packed.manifest["tasks"].keys()
+    for key, entry in plain.manifest["tasks"].items():
+        args = (entry["task"], entry["split"], entry["source"], entry["tokenizer"], entry["n_ctx"], entry["input_format"])
+        rows, small_rows = plain.task_split(*args)[0], packed.task_split(*args)[0]
+        assert rows.positions == small_rows.positions
+        assert rows.rows.features == small_rows.rows.features and rows.rows.to_list() == small_rows.rows.to_list()
+    with pytest.raises(PreparedError, match="compressed=False, this config gives True"):
+        prepare(prepared_dir, reproduction_configs("smoke", tiny_overrides(tmp_path / "r", tiny_corpus, cache_dir), [TASK]),
+                compress=True)  # fmt: skip
