@@ -66,8 +66,8 @@ def zero_shot_item_key(task: str, split: str, tokenizer_fp: str) -> str:
     return json_key("zero_shot", task, split, tokenizer_fp)
 
 
-def absence_key(task: str, split: str, source: str | None) -> str:
-    return json_key("absent", task, split, source)
+def split_key(task: str, split: str, source: str | None) -> str:
+    return json_key("split", task, split, source)
 
 
 def corpus_item_key(tokenizer_fp: str, val_books: int, max_bytes: int | None) -> str:
@@ -211,7 +211,7 @@ class PreparedData:
     # ---- task splits --------------------------------------------------------------------------
     def absent_reason(self, task: str, split: str, source: str | None) -> str | None:
         """Why a split's data was absent where the directory was prepared (None when present)."""
-        entry = self.manifest["absent"].get(absence_key(task, split, source))
+        entry = self.manifest["absent"].get(split_key(task, split, source))
         return entry["reason"] if entry else None
 
     def _split(self, entry: dict, what: str) -> PreparedSplit:
@@ -249,7 +249,7 @@ class PreparedData:
 
     def split_size(self, task: str, split: str, source: str | None) -> int:
         """A split's full size (a sweep's stand-in for an absent task is the largest present)."""
-        size = self.manifest["split_sizes"].get(absence_key(task, split, source))
+        size = self.manifest["split_sizes"].get(split_key(task, split, source))
         if size is None:
             raise self._missing(f"size of task {task} split {split!r}" + (f" (from {source})" if source else ""))
         return size
@@ -427,11 +427,11 @@ class PreparedWriter:
         self.manifest["corpora"][key] = entry
 
     def add_absent(self, task: str, split: str, source: str | None, reason: str) -> None:
-        self.manifest["absent"][absence_key(task, split, source)] = {"task": task, "split": split, "source": source,
+        self.manifest["absent"][split_key(task, split, source)] = {"task": task, "split": split, "source": source,
                                                                      "reason": reason}  # fmt: skip
 
     def add_split_size(self, task: str, split: str, source: str | None, size: int) -> None:
-        self.manifest["split_sizes"][absence_key(task, split, source)] = size
+        self.manifest["split_sizes"][split_key(task, split, source)] = size
 
     def rows(self, kind: str, key: str, entry: dict, full_examples: int, encode: Callable[[list[int]], object],
              source: Path | None) -> _Rows:  # fmt: skip
@@ -450,6 +450,10 @@ class PreparedWriter:
 
     def _write_rows(self, key: str, item: _Rows) -> None:
         old = self.manifest[item.kind].get(key)
+        if old is not None and old["full_examples"] != item.full_examples:
+            raise PreparedError(f"out={self.root}: {item.kind} {item.entry['task']} {item.entry['split']!r} has "
+                                f"{item.full_examples:,} examples here, {old['full_examples']:,} where the directory "
+                                "was prepared (other data); use another out= directory")  # fmt: skip
         if old is not None:  # adding to a directory: keep what it held
             item.positions.update(range(old["full_examples"]) if old["positions"] is None else old["positions"])
         positions = sorted(item.positions)
