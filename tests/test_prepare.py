@@ -191,7 +191,7 @@ def test_sweep_runs_from_prepared_directory(prepared_dir, tmp_path):
     assert status["status"] == "done", status
 
 
-def test_zero_shot_from_prepared_equals_raw_and_refuses_other_subsets(pretrained, tmp_path, capsys):
+def test_zero_shot_from_prepared_equals_raw_and_refuses_other_subsets(pretrained, prepared_dir, tmp_path, capsys):
     """`gptbench zeroshot` from a prepared directory alone (spaCy and the data absent) scores the
     same encoded examples as from the raw files: the same results, to the last digit."""
     from gptbench.cli import main
@@ -217,6 +217,8 @@ def test_zero_shot_from_prepared_equals_raw_and_refuses_other_subsets(pretrained
     assert main(["zeroshot", model, "tasks=sst2", "max_examples=9", f"prepared={out}"]) == 2  # another subset
     assert re.search(r"zero-shot task sst2 split 'dev' holds 8 of its 872 examples, not the one at position \d+ that "
                      r"this run reads; prepare with the run's preset", capsys.readouterr().err)  # fmt: skip
+    assert main(["zeroshot", model, "tasks=sst2", f"prepared={prepared_dir}"]) == 2  # prepared for RTE only
+    assert "holds no zero-shot task sst2 split 'dev' for tokenizer" in capsys.readouterr().err
 
 
 def test_only_drawn_rows_are_stored_and_other_positions_are_refused_unless_rows_all(prepared_dir, tmp_path, tiny_corpus,
