@@ -421,7 +421,7 @@ class PreparedWriter:
             # the cache's dtype: the smallest that holds the vocabulary
             write_tokens(self.root / rel, tokens[split], self.manifest["compressed"])
             entry[split] = rel
-            entry[f"{split}_books"] = [p.name for p in getattr(books, split)]
+            entry[f"{split}_files"] = [p.name for p in getattr(books, split)]  # ("val_books" is the setting)
             entry[f"{split}_tokens"] = int(tokens[split].size)
         self._sources([*books.train, *books.val])
         self.manifest["corpora"][key] = entry
