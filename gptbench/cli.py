@@ -51,20 +51,29 @@ def _reproduce(args) -> None:
             print(f"\n{path.read_text()}\nreport: {path}")
 
 
+PREPARE_KEYS = ("out", "tasks", "rows", "compress")
+
+
 def _prepare(args) -> None:
     """Tokenize everything the preset's reproduction (or tasks=[...]) reads into out=DIR."""
-    from gptbench.data.prepared import prepare, reproduction_configs
+    from gptbench.data.prepared import ROWS, open_prepared, prepare, reproduction_configs, sizes
     from gptbench.suite.sweep import split_overrides
 
-    options = _options("prepare", [o for o in args.overrides if o.split("=", 1)[0] in ("out", "tasks")], ("out", "tasks"))
-    overrides = [o for o in args.overrides if o.split("=", 1)[0] not in ("out", "tasks")]
+    options = _options("prepare", [o for o in args.overrides if o.split("=", 1)[0] in PREPARE_KEYS], PREPARE_KEYS)
+    overrides = [o for o in args.overrides if o.split("=", 1)[0] not in PREPARE_KEYS]
     if "out" not in options:
         raise ConfigError("prepare: out=DIR is required (the directory to write)")
+    if options.get("rows", "drawn") not in ROWS or options.get("compress", "false").lower() not in ("true", "false"):
+        raise ConfigError(f"prepare: rows= takes {list(ROWS)} and compress= true or false, got "
+                          f"rows={options.get('rows')!r} compress={options.get('compress')!r}")  # fmt: skip
     tasks = split_overrides([f"tasks={options['tasks']}"])[0]["tasks"] if "tasks" in options else None
     tasks = [tasks] if isinstance(tasks, str) else tasks
-    size = prepare(options["out"], *reproduction_configs(args.preset, overrides, tasks))
-    print(f"prepared {options['out']}: {size / 2**20:,.1f} MiB ({size:,} bytes); run with prepared={options['out']} "
-          "or GPTBENCH_PREPARED")  # fmt: skip
+    size = prepare(options["out"], reproduction_configs(args.preset, overrides, tasks), options.get("rows", "drawn"),
+                   options.get("compress", "false").lower() == "true")  # fmt: skip
+    by_kind = sorted(sizes(open_prepared(options["out"]).manifest).items())
+    parts = ", ".join(f"{kind} {n / 2**20:,.1f}" for kind, n in by_kind)
+    print(f"prepared {options['out']}: {size / 2**20:,.1f} MiB ({size:,} bytes; MiB by kind: {parts}); run with "
+          f"prepared={options['out']} or GPTBENCH_PREPARED")  # fmt: skip
 
 
 def _sweep(args) -> None:
@@ -101,7 +110,7 @@ def _data(args) -> None:
     print(format_summary(spec, summarize(spec, root), source))
 
 
-ZEROSHOT_KEYS = ("tasks", "max_examples", "data_dir", "gpt1_dir", "out", "device")
+ZEROSHOT_KEYS = ("tasks", "max_examples", "data_dir", "gpt1_dir", "out", "device", "prepared")
 GENERATE_KEYS = ("max_new_tokens", "strategy", "num_beams", "length_penalty", "temperature", "top_k", "top_p",
                  "num_return_sequences", "seed", "context", "gpt1_dir", "device")  # fmt: skip
 FILL_MASK_KEYS = ("top_k", "device")
@@ -122,6 +131,7 @@ def _zeroshot(args) -> None:
     """The paper's zero-shot heuristics (Section 5) on a checkpoint: print a table, optionally JSON."""
     import os
 
+    from gptbench.data.prepared import open_prepared
     from gptbench.evaluation.loading import load_model_and_tokenizer
     from gptbench.evaluation.zeroshot import ZERO_SHOT_TASKS, evaluate_zero_shot, format_table
     from gptbench.io import atomic_write_json
@@ -136,10 +146,13 @@ def _zeroshot(args) -> None:
     except ValueError:
         raise ConfigError(f"zeroshot: max_examples must be an integer, got {opts['max_examples']!r}") from None
     data_dir = opts.get("data_dir") or os.environ.get("GPTBENCH_DATA")
-    if not data_dir or not Path(data_dir).is_dir():
-        raise ConfigError(f"zeroshot: data_dir={data_dir!r} is not a directory (set data_dir= or $GPTBENCH_DATA)")
+    prepared = opts.get("prepared") or os.environ.get("GPTBENCH_PREPARED")
+    if not prepared and (not data_dir or not Path(data_dir).is_dir()):
+        raise ConfigError(f"zeroshot: data_dir={data_dir!r} is not a directory (set data_dir= or $GPTBENCH_DATA, "
+                          "or prepared= / $GPTBENCH_PREPARED)")  # fmt: skip
     model, tokenizer = load_model_and_tokenizer(args.checkpoint, opts.get("gpt1_dir"), opts.get("device"))
-    results = evaluate_zero_shot(model, tokenizer, tasks, data_dir, max_examples)
+    prepared = open_prepared(prepared) if prepared else None
+    results = evaluate_zero_shot(model, tokenizer, tasks, data_dir, max_examples, prepared)
     print(format_table(results))
     if opts.get("out"):
         atomic_write_json(opts["out"], {"checkpoint": str(args.checkpoint), "results": results})
@@ -278,7 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "spaCy, the corpus or the benchmark data (then run with prepared=DIR)")  # fmt: skip
     p.add_argument("preset", help="smoke | mini | paper, or a YAML path")
     p.add_argument("overrides", nargs="*", help="out=DIR (required), tasks=[..] (default: every task of the preset's "
-                   "reproduce), and any key=value experiment override")  # fmt: skip
+                   "reproduce), rows=drawn|all (default drawn: only the rows the runs draw; all: whole splits), "
+                   "compress=true (zstd), and any key=value experiment override")  # fmt: skip
     p.set_defaults(fn=_prepare)
     p = sub.add_parser("sweep", help="run a paper table or figure (experiments/table*.yaml, figure2_*.yaml) on a preset")
     p.add_argument("table", help="table2_nli | table3_qa | table4_glue | table5_ablations | figure2_layers | "
@@ -300,7 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("zeroshot", help="the paper's zero-shot heuristics (SST-2, CoLA, RACE, DPRD) on a checkpoint")
     p.add_argument("checkpoint", help=CHECKPOINT_HELP)
     p.add_argument("overrides", nargs="*", help="tasks=sst2,cola,race,dprd max_examples=N data_dir=PATH gpt1_dir=PATH "
-                   "out=PATH.json device=cpu|cuda")  # fmt: skip
+                   "out=PATH.json device=cpu|cuda prepared=DIR (default $GPTBENCH_PREPARED: the examples come "
+                   "encoded from `gptbench prepare`'s directory)")  # fmt: skip
     p.set_defaults(fn=_zeroshot)
     p = sub.add_parser("generate", help="continue a prompt: greedy, beam search or sampling (top-k, top-p)")
     p.add_argument("checkpoint", help=CHECKPOINT_HELP)

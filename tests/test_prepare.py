@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -11,24 +12,41 @@ from pathlib import Path
 
 import pytest
 
-from conftest import tiny_overrides
+from conftest import DATA, tiny_overrides
 
 from gptbench.config import load_config
 from gptbench.data.prepared import PreparedError, open_prepared, prepare, reproduction_configs
 
 ROOT = Path(__file__).resolve().parents[1]
 TASK = "rte"
-# Run in a fresh interpreter where spaCy and ftfy cannot be imported: pre-train, then fine-tune.
-BLOCKED_RUN = """
-import sys
+# Runs gptbench commands (a JSON list of argument lists, in order) in a fresh interpreter where
+# spaCy and ftfy cannot be imported.
+BLOCKED_CLI = """
+import json, sys
 sys.modules["spacy"] = None
 sys.modules["ftfy"] = None
 from gptbench.cli import main
-args = sys.argv[1:]
-code = main(["pretrain", "smoke", *args]) or main(["finetune", "smoke", "task={task}", *args])
-assert "spacy" not in sys.modules or sys.modules["spacy"] is None
-sys.exit(code)
-""".replace("{task}", TASK)
+for argv in json.loads(sys.argv[1]):
+    code = main(argv)
+    if code:
+        sys.exit(code)
+assert sys.modules["spacy"] is None and sys.modules["ftfy"] is None
+"""
+
+
+def run_blocked(commands: list[list[str]], cwd: Path, env: dict[str, str] | None = None) -> None:
+    """The gptbench commands, run with spaCy and ftfy unimportable (in the processes they start
+    too, e.g. a sweep's workers: modules of those names that refuse to import come first on the
+    path); fails the test with the output's end."""
+    blocked = cwd / "blocked-modules"
+    for name in ("spacy", "ftfy"):
+        (blocked / name).mkdir(parents=True, exist_ok=True)
+        (blocked / name / "__init__.py").write_text(f"raise ImportError('{name} is blocked in this test')\n")
+    path = os.pathsep.join(map(str, (blocked, ROOT, ROOT / "tests")))
+    env = {**os.environ, **(env or {}), "PYTHONPATH": path}
+    proc = subprocess.run([sys.executable, "-c", BLOCKED_CLI, json.dumps(commands)], cwd=cwd, env=env,
+                          capture_output=True, text=True)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
 
 
 def _weights(model_dir: Path) -> dict[str, bytes]:
@@ -44,7 +62,7 @@ def _results(runs: Path) -> Path:
 def prepared_dir(tmp_path_factory, tiny_corpus, cache_dir) -> Path:
     out = tmp_path_factory.mktemp("prepared") / "smoke"
     base = tiny_overrides(tmp_path_factory.mktemp("prep_runs"), tiny_corpus, cache_dir)
-    size = prepare(out, *reproduction_configs("smoke", base, [TASK]))
+    size = prepare(out, reproduction_configs("smoke", base, [TASK]))
     assert size == sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     return out
 
@@ -61,9 +79,7 @@ def test_prepared_run_matches_raw_run_with_spacy_and_raw_data_absent(prepared_di
     prep_runs = tmp_path / "prepared"
     args = [*tiny_overrides(prep_runs, tmp_path / "no-corpus", tmp_path / "empty-cache"),
             f"finetune.data_dir={tmp_path / 'no-data'}", f"prepared={prepared_dir}"]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}"}
-    proc = subprocess.run([sys.executable, "-c", BLOCKED_RUN, *args], cwd=tmp_path, env=env, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_blocked([["pretrain", "smoke", *args], ["finetune", "smoke", f"task={TASK}", *args]], tmp_path)
 
     # The same run directories (run keys), the same weights, the same results.
     prep_model = prep_runs / raw_model.relative_to(raw_runs)
@@ -140,7 +156,7 @@ def test_cli_prepare_writes_the_same_directory_and_prints_its_size(prepared_dir,
     base = tiny_overrides(tmp_path / "runs", tiny_corpus, cache_dir)
     assert main(["prepare", "smoke", f"tasks={TASK}", f"out={out}", *base]) == 0
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
-    assert f"({size:,} bytes)" in capsys.readouterr().out
+    assert f"({size:,} bytes;" in capsys.readouterr().out
     files = lambda d: json.loads((d / "manifest.json").read_text())["files"]  # noqa: E731
     assert files(out) == files(prepared_dir)
     assert main(["prepare", "smoke", *base]) == 2  # out= is required
@@ -166,10 +182,96 @@ def test_sweep_runs_from_prepared_directory(prepared_dir, tmp_path):
     from gptbench.suite.sweep import run_sweep
 
     table = tmp_path / "t.yaml"
-    table.write_text(f"kind: table\npaper_table: table2_nli\ntasks: [{TASK}]\nseeds: [3]\nvariants:\n  full: []\n")
+    table.write_text(f"kind: table\npaper_table: table2_nli\ntasks: [{TASK}]\nseeds: [1234]\nvariants:\n  full: []\n")
     args = [*tiny_overrides(tmp_path / "runs", tmp_path / "no-corpus", tmp_path / "no-cache"),
             f"finetune.data_dir={tmp_path / 'no-data'}", f"prepared={prepared_dir}", "finetune.epochs=1",
             f"results_dir={tmp_path / 'results'}"]  # fmt: skip
     run_sweep(str(table), "smoke", args)
-    status = json.loads((tmp_path / "results/runs/table2_nli" / TASK / "full/seed3.json").read_text())
+    status = json.loads((tmp_path / "results/runs/table2_nli" / TASK / "full/seed1234.json").read_text())
     assert status["status"] == "done", status
+
+
+def test_zero_shot_from_prepared_equals_raw_and_refuses_other_subsets(pretrained, prepared_dir, tmp_path, capsys):
+    """`gptbench zeroshot` from a prepared directory alone (spaCy and the data absent) scores the
+    same encoded examples as from the raw files: the same results, to the last digit."""
+    from gptbench.cli import main
+    from gptbench.data.prepared import Plan
+    from gptbench.evaluation.zeroshot import ZERO_SHOT_TASKS
+
+    from conftest import pretrained_model
+
+    out = tmp_path / "prepared"
+    prepare(out, Plan([], [], [(load_config("smoke", pretrained), ZERO_SHOT_TASKS, 8)]))
+    model = str(pretrained_model(pretrained))
+    assert main(["zeroshot", model, "max_examples=8", f"data_dir={DATA}", f"out={tmp_path / 'raw.json'}"]) == 0
+    run_blocked([["zeroshot", model, "max_examples=8", f"prepared={out}", f"out={tmp_path / 'prepared.json'}"]],
+                tmp_path, {"GPTBENCH_DATA": str(tmp_path / "no-data")})  # fmt: skip
+    raw = json.loads((tmp_path / "raw.json").read_text())["results"]
+    assert raw == json.loads((tmp_path / "prepared.json").read_text())["results"]
+    assert [raw[t]["n"] for t in ZERO_SHOT_TASKS] == [8] * 4 and raw["cola"]["n_train"] == 8
+
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert {(e["task"], e["split"], e["rows"]) for e in manifest["zero_shot"].values()} == {
+        ("sst2", "dev", 8), ("cola", "dev", 8), ("cola", "train", 8), ("race", "dev", 8), ("dprd", "test", 8)}
+    capsys.readouterr()
+    assert main(["zeroshot", model, "tasks=sst2", "max_examples=9", f"prepared={out}"]) == 2  # another subset
+    assert re.search(r"zero-shot task sst2 split 'dev' holds 8 of its 872 examples, not the one at position \d+ that "
+                     r"this run reads; prepare with the run's preset", capsys.readouterr().err)  # fmt: skip
+    assert main(["zeroshot", model, "tasks=sst2", f"prepared={prepared_dir}"]) == 2  # prepared for RTE only
+    assert "holds no zero-shot task sst2 split 'dev' for tokenizer" in capsys.readouterr().err
+
+
+def test_only_drawn_rows_are_stored_and_other_positions_are_refused_unless_rows_all(prepared_dir, tmp_path, tiny_corpus,
+                                                                                   cache_dir):  # fmt: skip
+    """A split keeps its full length and the rows at the positions the prepared runs draw; a run
+    drawing others (another seed) is refused naming the split, and runs with rows=all."""
+    from gptbench.training.finetune import run_finetune
+
+    manifest = json.loads((prepared_dir / "manifest.json").read_text())
+    train = [e for e in manifest["tasks"].values() if e["task"] == TASK and e["split"] == "train"]
+    for entry in train:  # 96 training examples and a holdout of 10% at most, for seed 1234
+        assert entry["full_examples"] == 2490 and 96 <= entry["rows"] == len(entry["positions"]) < 2490 // 2
+
+    other_seed = [*tiny_overrides(tmp_path / "runs", tmp_path / "no-corpus", tmp_path / "no-cache"),
+                  f"finetune.data_dir={tmp_path / 'no-data'}", f"finetune.task={TASK}", "finetune.seed=3",
+                  "finetune.init=none", "finetune.epochs=1"]  # fmt: skip
+    with pytest.raises(PreparedError, match=rf"task {TASK} split 'train' holds \d+ of its 2,490 examples, not the one "
+                                            r"at position \d+ \(and \d+ more\) that this run reads; prepare with"):  # fmt: skip
+        run_finetune(load_config("smoke", [*other_seed, f"prepared={prepared_dir}"]))
+
+    whole = tmp_path / "whole"
+    base = tiny_overrides(tmp_path / "prep_runs", tiny_corpus, cache_dir)
+    prepare(whole, reproduction_configs("smoke", base, [TASK]), rows="all")
+    entries = json.loads((whole / "manifest.json").read_text())["tasks"].values()
+    assert all(e["positions"] is None and e["rows"] == e["full_examples"] for e in entries)
+    results = run_finetune(load_config("smoke", [*other_seed, f"prepared={whole}"]))
+    assert results["splits"]["train"]["examples"] == 96
+
+
+def test_compressed_directory_holds_the_same_arrays_and_rows(prepared_dir, tmp_path, tiny_corpus, cache_dir):
+    """compress=true: the same token arrays and rows, in fewer bytes (runs from it: the
+    reproduction test in test_prepare_reproduce.py)."""
+    import numpy as np
+
+    from gptbench.data.prepared import read_tokens
+
+    small = tmp_path / "compressed"
+    size = prepare(small, reproduction_configs("smoke", tiny_overrides(tmp_path / "runs", tiny_corpus, cache_dir), [TASK]),
+                   compress=True)  # fmt: skip
+    plain, packed = open_prepared(prepared_dir), open_prepared(small)
+    assert size < sum(p.stat().st_size for p in prepared_dir.rglob("*") if p.is_file())
+    (corpus,) = plain.manifest["corpora"].values()
+    (small_corpus,) = packed.manifest["corpora"].values()
+    for split in ("train", "val"):
+        assert small_corpus[split].endswith(".npy.zst")
+        a, b = read_tokens(prepared_dir / corpus[split]), read_tokens(small / small_corpus[split])
+        assert a.dtype == b.dtype == np.uint16 and np.array_equal(a, b)
+    assert plain.manifest["tasks"].keys() == packed.manifest["tasks"].keys()
+    for key, entry in plain.manifest["tasks"].items():
+        args = (entry["task"], entry["split"], entry["source"], entry["tokenizer"], entry["n_ctx"], entry["input_format"])
+        rows, small_rows = plain.task_split(*args)[0], packed.task_split(*args)[0]
+        assert rows.positions == small_rows.positions
+        assert rows.rows.features == small_rows.rows.features and rows.rows.to_list() == small_rows.rows.to_list()
+    with pytest.raises(PreparedError, match="compressed=False, this config gives True"):
+        prepare(prepared_dir, reproduction_configs("smoke", tiny_overrides(tmp_path / "r", tiny_corpus, cache_dir), [TASK]),
+                compress=True)  # fmt: skip

@@ -298,8 +298,9 @@ class TaskDataModule(L.LightningDataModule):
             whether the workers outlive an epoch. Batches are pinned when the Trainer runs on CUDA.
         input_format: "gpt" (the paper's transformations) or "bert" (BERT's conventions, for the
             encoder; see :func:`layout`).
-        prepared: a :class:`gptbench.data.prepared.PreparedData`: the splits are drawn (by index,
-            the same subsets) from its encoded full splits; ``data_dir`` is then not read.
+        prepared: a :class:`gptbench.data.prepared.PreparedData`: the splits are drawn by position
+            from its prepared splits (their full lengths, the rows stored mapped from positions),
+            so they are the same subsets; ``data_dir`` is then not read.
     """
 
     def __init__(self, task: str | TaskSpec, tokenizer: Tokenizer, *, batch_size: int = 32, n_ctx: int | None = None,
@@ -382,7 +383,7 @@ class TaskDataModule(L.LightningDataModule):
 
     def _encoded(self, split: str) -> EncodedSplit:
         """One split after holdout and subsampling: read and encoded (cached), or drawn by
-        position from the prepared directory's full split."""
+        position from the prepared directory's split (a position it does not hold is refused)."""
         base = self.spec.train_split if split == "holdout" else split
         if self.prepared is not None:
             full, dropped, where = self._prepared_split(base)

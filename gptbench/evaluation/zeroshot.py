@@ -32,6 +32,10 @@ start token: the article loses its beginning (its end, the question and the answ
 Only if the start token plus the longest continuation alone exceed ``n_ctx`` (tiny test models)
 is the prefix reduced to the start token and the continuations cut at their end.
 
+Encoding and scoring are separate steps: :func:`encode_examples` turns a split's records into the
+token ids the heuristics read, so a prepared directory (``gptbench prepare``) can hold them and a
+run from it (``prepared=``) scores the same ids without the raw files or the tokenizer pipeline.
+
 Normalised score (Figure 2): ``(score - random) / (sota - random)`` with the random baseline and
 previous state of the art from results/paper.yaml's ``zero_shot_sota`` (CoLA: Matthews, random
 0). DPRD has no published state of the art: its ``normalised`` is None (report the raw accuracy).
@@ -171,6 +175,9 @@ def best_threshold(scores, labels) -> tuple[float, float]:
 # Encodings by tokenizer fingerprint, then text: a zero-shot curve scores the same texts on every
 # snapshot of a pre-training (one tokenizer), so each text goes through the pipeline once.
 _ENCODINGS: dict[str, dict[str, list[int]]] = {}
+# The words the heuristics encode beside the examples' own texts (SST-2's prompt and label words);
+# a prepared directory holds them encoded (gptbench.data.prepared).
+WORDS = ("very", "positive", "negative")
 
 
 def _enc(tokenizer: Tokenizer, texts: list[str]) -> list[list[int]]:
@@ -181,20 +188,62 @@ def _enc(tokenizer: Tokenizer, texts: list[str]) -> list[list[int]]:
     return [cache[t] for t in texts]
 
 
-def cola_scores(model, tokenizer, texts: list[str], batch_size: int = 32) -> np.ndarray:
-    """Mean token log-probability of each sentence, conditioned on the start token."""
+def encode_examples(task: str, tokenizer: Tokenizer, records: list[dict]) -> list[dict]:
+    """Every token id a heuristic reads of each record, with its label (and RACE's group): the
+    sentence (CoLA, SST-2: ``text``); the article, question and answers (RACE: ``context``,
+    ``question``, ``choices``); the sentence up to and including each candidate and the rest after
+    it (DPRD: ``heads``, ``rests``). Scoring reads only these, so a prepared directory can hold them."""
+    if task in ("cola", "sst2"):
+        texts = _enc(tokenizer, [r["text"] for r in records])
+        return [{"text": ids, "label": r["label"]} for r, ids in zip(records, texts)]
+    if task == "race":
+        examples = []
+        for r in records:
+            context, question = _enc(tokenizer, [r["context"], r.get("question") or ""])
+            examples.append({"context": context, "question": question, "choices": _enc(tokenizer, list(r["choices"])),
+                             "label": r["label"], "group": r.get("group")})  # fmt: skip
+        return examples
+    if task == "dprd":
+        examples = []
+        for r in records:
+            pieces = [_enc(tokenizer, list(dprd_substitute(r["text"], r["pronoun"], c))) for c in r["choices"]]
+            heads, rests = [h for h, _ in pieces], [rest for _, rest in pieces]
+            examples.append({"heads": heads, "rests": rests, "label": r["label"]})
+        return examples
+    raise ConfigError(f"zero-shot task {task!r} unknown; known: {list(ZERO_SHOT_TASKS)}")
+
+
+def example_features(task: str):
+    """The ``datasets`` features of :func:`encode_examples`' examples of ``task``."""
+    import datasets
+
+    ids = datasets.Sequence(datasets.Value("int32"))
+    label = datasets.Value("int64")
+    return datasets.Features({
+        "cola": {"text": ids, "label": label},
+        "sst2": {"text": ids, "label": label},
+        "race": {"context": ids, "question": ids, "choices": datasets.Sequence(ids), "label": label,
+                 "group": datasets.Value("string")},
+        "dprd": {"heads": datasets.Sequence(ids), "rests": datasets.Sequence(ids), "label": label},
+    }[task])  # fmt: skip
+
+
+def _cola_scores(model, tokenizer, encoded: list[list[int]], batch_size: int = 32) -> np.ndarray:
     n_ctx = model.config.n_ctx
-    pairs = [fit_context([tokenizer.start_id], [ids], n_ctx) for ids in _enc(tokenizer, texts)]
+    pairs = [fit_context([tokenizer.start_id], [ids], n_ctx) for ids in encoded]
     lps = continuation_logprobs_naive(model, [(p, c[0]) for p, c in pairs], batch_size)
     return np.array([_mean(lp) for lp in lps])
 
 
-def sst2_predict(model, tokenizer, texts: list[str], shared: bool = True) -> list[int]:
-    """1 where log P("positive" | [start] sentence very) > log P("negative" | ...), else 0."""
-    pos, neg = tokenizer.encode("positive"), tokenizer.encode("negative")
-    very = tokenizer.encode("very")
+def cola_scores(model, tokenizer, texts: list[str], batch_size: int = 32) -> np.ndarray:
+    """Mean token log-probability of each sentence, conditioned on the start token."""
+    return _cola_scores(model, tokenizer, _enc(tokenizer, texts), batch_size)
+
+
+def _sst2_predict(model, tokenizer, encoded: list[list[int]], shared: bool = True) -> list[int]:
+    very, pos, neg = (tokenizer.encode(word) for word in WORDS)
     preds = []
-    for ids in _enc(tokenizer, texts):
+    for ids in encoded:
         prefix, conts = fit_context([tokenizer.start_id] + ids + very, [pos, neg], model.config.n_ctx)
         lp = continuation_logprobs(model, prefix, conts) if shared else \
             continuation_logprobs_naive(model, [(prefix, c) for c in conts])  # fmt: skip
@@ -202,18 +251,27 @@ def sst2_predict(model, tokenizer, texts: list[str], shared: bool = True) -> lis
     return preds
 
 
-def race_scores(model, tokenizer, record: dict, shared: bool = True) -> list[float]:
-    """Mean token log-probability of each answer given [start] article question."""
-    context, question = _enc(tokenizer, [record["context"], record.get("question") or ""])
-    answers = _enc(tokenizer, list(record["choices"]))
-    prefix, conts = fit_context([tokenizer.start_id] + context + question, answers, model.config.n_ctx)
+def sst2_predict(model, tokenizer, texts: list[str], shared: bool = True) -> list[int]:
+    """1 where log P("positive" | [start] sentence very) > log P("negative" | ...), else 0."""
+    return _sst2_predict(model, tokenizer, _enc(tokenizer, texts), shared)
+
+
+def _race_scores(model, tokenizer, example: dict, shared: bool = True) -> list[float]:
+    prefix, conts = fit_context([tokenizer.start_id] + example["context"] + example["question"], example["choices"],
+                                model.config.n_ctx)  # fmt: skip
     lp = continuation_logprobs(model, prefix, conts) if shared else \
         continuation_logprobs_naive(model, [(prefix, c) for c in conts])  # fmt: skip
     return [_mean(x) for x in lp]
 
 
+def race_scores(model, tokenizer, record: dict, shared: bool = True) -> list[float]:
+    """Mean token log-probability of each answer given [start] article question."""
+    return _race_scores(model, tokenizer, encode_examples("race", tokenizer, [record])[0], shared)
+
+
 def race_predict(model, tokenizer, records: list[dict], shared: bool = True) -> list[int]:
-    return [int(np.argmax(race_scores(model, tokenizer, r, shared))) for r in records]
+    examples = encode_examples("race", tokenizer, records)
+    return [int(np.argmax(_race_scores(model, tokenizer, e, shared))) for e in examples]
 
 
 def dprd_substitute(text: str, pronoun: str, candidate: str) -> tuple[str, str]:
@@ -226,19 +284,21 @@ def dprd_substitute(text: str, pronoun: str, candidate: str) -> tuple[str, str]:
     return text[: m.start()] + candidate, text[m.end() :]
 
 
-def dprd_scores(model, tokenizer, record: dict) -> list[float]:
-    """Mean log-probability per token of the rest of the sentence after each substitution."""
+def _dprd_scores(model, tokenizer, example: dict) -> list[float]:
     pairs = []
-    for cand in record["choices"]:
-        head, rest = dprd_substitute(record["text"], record["pronoun"], cand)
-        h, r = _enc(tokenizer, [head, rest])
-        p, c = fit_context([tokenizer.start_id] + h, [r], model.config.n_ctx)
+    for head, rest in zip(example["heads"], example["rests"]):
+        p, c = fit_context([tokenizer.start_id] + head, [rest], model.config.n_ctx)
         pairs.append((p, c[0]))
     return [_mean(x) for x in continuation_logprobs_naive(model, pairs)]
 
 
+def dprd_scores(model, tokenizer, record: dict) -> list[float]:
+    """Mean log-probability per token of the rest of the sentence after each substitution."""
+    return _dprd_scores(model, tokenizer, encode_examples("dprd", tokenizer, [record])[0])
+
+
 def dprd_predict(model, tokenizer, records: list[dict]) -> list[int]:
-    return [int(np.argmax(dprd_scores(model, tokenizer, r))) for r in records]
+    return [int(np.argmax(_dprd_scores(model, tokenizer, e))) for e in encode_examples("dprd", tokenizer, records)]
 
 
 # ---- evaluation ------------------------------------------------------------------------------
@@ -256,57 +316,86 @@ def normalised_score(task: str, score: float, paper: dict | None = None) -> floa
     return (100.0 * score - rnd) / (sota - rnd)
 
 
-def _read(task: str, split: str, data_root, max_examples):
-    """A split's records; with ``max_examples``, a fixed random subset (seed 0, in file order),
-    drawn like fine-tuning's evaluation subsets, so RACE's keeps both middle and high."""
+def zero_shot_splits(task: str) -> tuple[str, ...]:
+    """The splits a heuristic reads: the scored one, and CoLA's training split (its threshold)."""
+    return (EVAL_SPLIT[task], *(("train",) if task == "cola" else ()))
+
+
+def drawn_positions(n: int, max_examples: int | None) -> list[int]:
+    """The positions of a split's ``n`` records that are scored: with ``max_examples``, a fixed
+    random subset (seed 0, in file order), drawn like fine-tuning's evaluation subsets, so RACE's
+    keeps both middle and high; else all."""
     from gptbench.data.task_data import random_subset
+
+    return random_subset(list(range(n)), max_examples, 0) if max_examples else list(range(n))
+
+
+def _read(task: str, split: str, data_root, max_examples):
+    """A split's records at :func:`drawn_positions`."""
     from gptbench.tasks import get_task
 
     records, _ = get_task(task).read(split, Path(data_root) if data_root else None)
-    return random_subset(records, max_examples, 0) if max_examples else records
+    return [records[i] for i in drawn_positions(len(records), max_examples)]
+
+
+def load_examples(task: str, split: str, tokenizer, data_root, max_examples: int | None, prepared=None) -> list[dict]:
+    """The scored examples of a split, encoded (:func:`encode_examples`): read from the raw files
+    and encoded, or, with ``prepared`` (a :class:`gptbench.data.prepared.PreparedData`), its
+    encoded rows at the same positions."""
+    if prepared is None:
+        return encode_examples(task, tokenizer, _read(task, split, data_root, max_examples))
+    rows = prepared.zero_shot_split(task, split, tokenizer.fingerprint)
+    return list(rows.select(drawn_positions(len(rows), max_examples)))
 
 
 @torch.no_grad()
-def evaluate_task(model, tokenizer, task: str, data_root, max_examples: int | None = None, shared: bool = True) -> dict:
+def evaluate_task(model, tokenizer, task: str, data_root, max_examples: int | None = None, shared: bool = True,
+                  prepared=None) -> dict:  # fmt: skip
     if task not in ZERO_SHOT_TASKS:
         raise ConfigError(f"zero-shot task {task!r} unknown; known: {list(ZERO_SHOT_TASKS)}")
     require_next_token(model, "the zero-shot heuristics")
     model.eval()
+    if prepared is not None:  # the words the heuristics encode come encoded too
+        tokenizer = prepared.prompts(tokenizer)
     split = EVAL_SPLIT[task]
-    records = _read(task, split, data_root, max_examples)
-    gold = np.array([r["label"] for r in records])
-    res: dict = {"split": split, "metric": METRIC[task], "n": len(records)}
+    examples = load_examples(task, split, tokenizer, data_root, max_examples, prepared)
+    gold = np.array([e["label"] for e in examples])
+    res: dict = {"split": split, "metric": METRIC[task], "n": len(examples)}
     if task == "cola":
-        train = _read(task, "train", data_root, max_examples)
-        t, train_mcc = best_threshold(cola_scores(model, tokenizer, [r["text"] for r in train]), [r["label"] for r in train])
-        pred = cola_scores(model, tokenizer, [r["text"] for r in records]) > t
+        train = load_examples(task, "train", tokenizer, data_root, max_examples, prepared)
+        t, train_mcc = best_threshold(_cola_scores(model, tokenizer, [e["text"] for e in train]),
+                                      [e["label"] for e in train])  # fmt: skip
+        pred = _cola_scores(model, tokenizer, [e["text"] for e in examples]) > t
         res.update(score=matthews(pred, gold), accuracy=float(np.mean(pred == gold)), threshold=t,
                    train_matthews=train_mcc, n_train=len(train))  # fmt: skip
     elif task == "sst2":
-        pred = np.array(sst2_predict(model, tokenizer, [r["text"] for r in records], shared))
+        pred = np.array(_sst2_predict(model, tokenizer, [e["text"] for e in examples], shared))
         res["score"] = float(np.mean(pred == gold))
     elif task == "race":
-        pred = np.array(race_predict(model, tokenizer, records, shared))
+        pred = np.array([int(np.argmax(_race_scores(model, tokenizer, e, shared))) for e in examples])
         res["score"] = float(np.mean(pred == gold))
         for g in ("middle", "high"):
-            sel = np.array([r.get("group") == g for r in records])
+            sel = np.array([e.get("group") == g for e in examples])
             res[g] = float(np.mean(pred[sel] == gold[sel])) if sel.any() else None
     else:
-        pred = np.array(dprd_predict(model, tokenizer, records))
+        pred = np.array([int(np.argmax(_dprd_scores(model, tokenizer, e))) for e in examples])
         res["score"] = float(np.mean(pred == gold))
         res["note"] = "no published state of the art: raw accuracy only"
     res["normalised"] = normalised_score(task, res["score"])
     return res
 
 
-def evaluate_zero_shot(model, tokenizer, tasks=ZERO_SHOT_TASKS, data_root=None, max_examples=None) -> dict:
+def evaluate_zero_shot(model, tokenizer, tasks=ZERO_SHOT_TASKS, data_root=None, max_examples=None,
+                       prepared=None) -> dict:  # fmt: skip
     """{task: {split, metric, score, normalised, n, (threshold, accuracy for cola; middle, high for
-    race)}}; ``data_root`` defaults to $GPTBENCH_DATA."""
+    race)}}; ``data_root`` defaults to $GPTBENCH_DATA; with ``prepared`` (a
+    :class:`gptbench.data.prepared.PreparedData`) the examples and words come encoded from it and
+    neither the raw files nor the tokenizer pipeline are read."""
     data_root = data_root or os.environ.get("GPTBENCH_DATA")
     unknown = [t for t in tasks if t not in ZERO_SHOT_TASKS]
     if unknown:
         raise ConfigError(f"zero-shot task(s) {unknown} unknown; known: {list(ZERO_SHOT_TASKS)}")
-    return {t: evaluate_task(model, tokenizer, t, data_root, max_examples) for t in tasks}
+    return {t: evaluate_task(model, tokenizer, t, data_root, max_examples, prepared=prepared) for t in tasks}
 
 
 def format_table(results: dict) -> str:

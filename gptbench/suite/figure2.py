@@ -7,7 +7,8 @@
 - Right (``experiments/figure2_zeroshot.yaml``, ``kind: zero_shot_curve``): the four zero-shot
   heuristics on every snapshot a pre-training kept (``pretrain.keep_steps``), for each
   architecture; one result file per snapshot, ``zeroshot/<architecture>/step<N>.json``, written
-  atomically and skipped when it exists with the same settings, so the sweep resumes.
+  atomically and skipped when it exists with the same settings, so the sweep resumes. With
+  ``prepared=`` the scored examples come encoded from the prepared directory.
 
 ``write_figure2(results_dir)`` turns both into ``figure2.json`` (the report's input, see
 :func:`gptbench.suite.report.load_figure2`): medians over seeds, fractions, and notes (which task
@@ -24,7 +25,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from gptbench.config import EXPERIMENTS_DIR, ConfigError, TrainerConfig, experiment_files, load_config
+from gptbench.config import EXPERIMENTS_DIR, ConfigError, ExperimentConfig, TrainerConfig, experiment_files, load_config
 from gptbench.io import atomic_write_json
 from gptbench.models import NEXT_TOKEN_ARCHITECTURES
 from gptbench.run_identity import pretrain_dir, pretrain_settings, settings_key
@@ -63,6 +64,23 @@ def load_zero_shot_curve(name: str) -> ZeroShotCurve:
     return ZeroShotCurve(path.stem, archs, tasks, max_examples)
 
 
+@dataclass(frozen=True)
+class CurveRun:
+    """A zero-shot curve as a sweep runs it: the tasks, the subset size, each architecture's config."""
+
+    curve: ZeroShotCurve
+    tasks: tuple[str, ...]
+    max_examples: int | None
+    configs: dict[str, ExperimentConfig]
+
+
+def curve_run(name: str, preset: str, overrides: list[str], tasks=None, max_examples: int | None = None) -> CurveRun:
+    """The curve ``name`` on ``preset``; ``tasks`` and ``max_examples`` default to the curve file's."""
+    curve = load_zero_shot_curve(name)
+    configs = {arch: load_config(preset, [*overrides, f"architecture={arch}"]) for arch in curve.architectures}
+    return CurveRun(curve, tuple(tasks or curve.tasks), max_examples or curve.max_examples, configs)
+
+
 def evaluation_device(trainer: TrainerConfig) -> str:
     """The device the run's accelerator setting names (``auto``: a GPU when there is one)."""
     import torch
@@ -76,16 +94,15 @@ def evaluation_device(trainer: TrainerConfig) -> str:
 def run_zero_shot_curve(name: str, preset: str, overrides: list[str], results_dir: Path | None = None,
                         tasks=None, max_examples: int | None = None) -> Path:  # fmt: skip
     """Pre-train each architecture (reused when done), then score every kept snapshot."""
+    from gptbench.data.prepared import open_prepared
     from gptbench.evaluation.loading import load_model_and_tokenizer
     from gptbench.evaluation.zeroshot import evaluate_zero_shot
     from gptbench.suite.results import write_pretrain_results
     from gptbench.tasks import SplitUnavailable
     from gptbench.training.pretrain import run_pretrain
 
-    curve = load_zero_shot_curve(name)
-    tasks = tuple(tasks or curve.tasks)
-    max_examples = max_examples or curve.max_examples
-    configs = {arch: load_config(preset, [*overrides, f"architecture={arch}"]) for arch in curve.architectures}
+    run = curve_run(name, preset, overrides, tasks, max_examples)
+    curve, tasks, max_examples, configs = run.curve, run.tasks, run.max_examples, run.configs
     for arch, cfg in configs.items():
         if not cfg.pretrain.keep_steps:
             raise ConfigError(f"{curve.name} needs pre-training snapshots: set pretrain.keep_steps on preset {preset!r} "
@@ -110,10 +127,11 @@ def run_zero_shot_curve(name: str, preset: str, overrides: list[str], results_di
         snapshot = pretrain_dir(cfg) / "snapshots" / f"step{step}"
         start = time.perf_counter()
         model, tokenizer = load_model_and_tokenizer(snapshot, device=evaluation_device(cfg.trainer))
+        prepared = open_prepared(cfg.prepared) if cfg.prepared else None
         scores, unavailable = {}, {}
         for task in tasks:
             try:
-                scores |= evaluate_zero_shot(model, tokenizer, [task], cfg.finetune.data_dir, max_examples)
+                scores |= evaluate_zero_shot(model, tokenizer, [task], cfg.finetune.data_dir, max_examples, prepared)
             except SplitUnavailable as e:
                 unavailable[task] = str(e)
         atomic_write_json(out, {"architecture": arch, "step": step, "snapshot": str(snapshot), "request_key": key,

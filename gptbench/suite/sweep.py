@@ -433,12 +433,24 @@ def _pretrainings(runs: list[Run]) -> list[ExperimentConfig]:
     return list(distinct.values())
 
 
-def stand_ins(table: Table, preset: str, overrides: list[str]) -> dict[str, tuple[str, str]]:
-    """For each task of the table whose data is absent here and that has fallbacks: the fallback
-    with the largest training split present, and a note saying so."""
+def train_examples(cfg: ExperimentConfig) -> int:
+    """The size of a fine-tune's full training split (with ``prepared=``: as recorded there)."""
     from gptbench.data.task_data import read_split
     from gptbench.tasks import get_task
 
+    spec, f = get_task(cfg.finetune.task), cfg.finetune
+    source = f.splits.get(spec.train_split)
+    if cfg.prepared:
+        from gptbench.data.prepared import open_prepared
+
+        return open_prepared(cfg.prepared).split_size(spec.name, spec.train_split, source)
+    root = Path(f.data_dir) if f.data_dir else None
+    return len(read_split(spec, spec.train_split, root, source)[0])
+
+
+def stand_ins(table: Table, preset: str, overrides: list[str]) -> dict[str, tuple[str, str]]:
+    """For each task of the table whose data is absent here and that has fallbacks: the fallback
+    with the largest training split present, and a note saying so."""
     chosen = {}
     for task, candidates in table.fallbacks.items():
         why = absent_data(load_config(preset, [*overrides, f"finetune.task={task}"]))
@@ -448,9 +460,7 @@ def stand_ins(table: Table, preset: str, overrides: list[str]) -> dict[str, tupl
         for candidate in candidates:
             cfg = load_config(preset, [*overrides, f"finetune.task={candidate}"])
             if absent_data(cfg) is None:
-                spec, f = get_task(candidate), cfg.finetune
-                root = Path(f.data_dir) if f.data_dir else None
-                sizes[candidate] = len(read_split(spec, spec.train_split, root, f.splits.get(spec.train_split))[0])
+                sizes[candidate] = train_examples(cfg)
         if sizes:
             best = max(sizes, key=lambda t: (sizes[t], -candidates.index(t)))
             chosen[task] = (best, f"{best} stands in for {task}, whose data is absent here ({why}): the largest "

@@ -465,6 +465,28 @@ def write_predictions(module: FinetuneModule, data, task: TaskSpec, path: Path, 
     atomic_write_json(path, {"task": task.name, "groups": list(task.groups), "splits": splits})
 
 
+def finetune_datamodule(cfg: ExperimentConfig, task: TaskSpec, tokenizer, n_ctx: int, data_root: Path | None,
+                        select: str, input_format: str, prepared=None):  # fmt: skip
+    """The fine-tune's data module (``gptbench prepare`` builds the same one to find the rows it reads)."""
+    f = cfg.finetune
+    return datamodule(task, tokenizer, batch_size=f.batch_size, n_ctx=n_ctx, data_dir=data_root or "hub",
+                      cache_dir=cfg.cache_dir, seed=cfg.finetune_seed, max_train_examples=f.max_train_examples,
+                      max_eval_examples=f.max_eval_examples, splits=f.splits, length_grouped=f.length_grouped,
+                      num_workers=f.num_workers, prefetch_factor=f.prefetch_factor, persistent_workers=f.persistent_workers,
+                      holdout_fraction=f.holdout_fraction if select == "holdout" else None,
+                      holdout_max=f.holdout_max, eval_splits=["holdout"] if select == "holdout" else None,
+                      input_format=input_format, prepared=prepared)  # fmt: skip
+
+
+def load_splits(data) -> None:
+    """Read and encode every split the run will use before the first step: a malformed file
+    fails now, not after training."""
+    data.setup("fit")
+    for split in data.report_splits:
+        data.load(split)
+    data.setup_test_splits()
+
+
 def _finetune(cfg: ExperimentConfig, task: TaskSpec, stage_dir: Path, data_root: Path | None, select: str) -> dict:
     f = cfg.finetune
     if (stage_dir / "results.json").is_file():
@@ -475,21 +497,9 @@ def _finetune(cfg: ExperimentConfig, task: TaskSpec, stage_dir: Path, data_root:
     module, tokenizer, init_source = initial_module(cfg)
     record_settings(stage_dir.parent, finetune_settings(cfg))
     atomic_write_text(stage_dir / "config.yaml", to_yaml(cfg))
-    data = datamodule(task, tokenizer, batch_size=f.batch_size, n_ctx=module.model.config.n_ctx,
-                      data_dir=data_root or "hub", cache_dir=cfg.cache_dir, seed=cfg.finetune_seed,
-                      max_train_examples=f.max_train_examples, max_eval_examples=f.max_eval_examples,
-                      splits=f.splits, length_grouped=f.length_grouped, num_workers=f.num_workers,
-                      prefetch_factor=f.prefetch_factor, persistent_workers=f.persistent_workers,
-                      holdout_fraction=f.holdout_fraction if select == "holdout" else None, holdout_max=f.holdout_max,
-                      eval_splits=["holdout"] if select == "holdout" else None,
-                      input_format=input_format(module.model),
-                      prepared=open_prepared(cfg.prepared) if cfg.prepared else None)  # fmt: skip
-    # Read and encode every split this run will use before the first step: a malformed file
-    # fails now, not after training.
-    data.setup("fit")
-    for split in data.report_splits:
-        data.load(split)
-    data.setup_test_splits()
+    data = finetune_datamodule(cfg, task, tokenizer, module.model.config.n_ctx, data_root, select,
+                               input_format(module.model), open_prepared(cfg.prepared) if cfg.prepared else None)  # fmt: skip
+    load_splits(data)
 
     selection_split = data.eval_splits[0]
     selection = f"{selection_split}/{task.metrics[0]}"
