@@ -77,13 +77,16 @@ def test_prepared_run_matches_raw_run_with_spacy_and_raw_data_absent(prepared_di
     run_finetune(load_config("smoke", [*raw, f"finetune.task={TASK}"]))
 
     prep_runs = tmp_path / "prepared"
+    # As on a compute node: no corpus or data path at all (a model card then names the prepared
+    # directory as the books' source).
     args = [*tiny_overrides(prep_runs, tmp_path / "no-corpus", tmp_path / "empty-cache"),
-            f"finetune.data_dir={tmp_path / 'no-data'}", f"prepared={prepared_dir}"]  # fmt: skip
+            "corpus.path=null", "finetune.data_dir=null", f"prepared={prepared_dir}"]  # fmt: skip
     run_blocked([["pretrain", "smoke", *args], ["finetune", "smoke", f"task={TASK}", *args]], tmp_path)
 
     # The same run directories (run keys), the same weights, the same results.
     prep_model = prep_runs / raw_model.relative_to(raw_runs)
     assert _weights(prep_model) and _weights(prep_model) == _weights(raw_model)
+    assert "the books tokenized in the prepared directory `smoke/`" in (prep_model / "README.md").read_text()
     raw_results, prep_results = _results(raw_runs), _results(prep_runs)
     assert prep_results.relative_to(prep_runs) == raw_results.relative_to(raw_runs)
     a, b = json.loads(raw_results.read_text()), json.loads(prep_results.read_text())

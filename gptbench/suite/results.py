@@ -58,7 +58,7 @@ def write_pretrain_results(cfg: ExperimentConfig, results_dir: Path) -> None:
                   "n_ctx": cfg.model.n_ctx, "vocab_size": model["gptbench"]["vocab_size"]},  # fmt: skip
         "parameters": metrics["parameters"],
         "tokenizer": "GPT-1's released 40k BPE" if t.kind == "gpt1" else f"BPE trained on the books, {t.vocab_size} tokens",
-        "corpus": {"path": str(c.path), "max_bytes": c.max_bytes, "val_books": c.val_books,
+        "corpus": {"path": str(c.path) if c.path else None, "max_bytes": c.max_bytes, "val_books": c.val_books,
                    "train_tokens": metrics["corpus_tokens"]["train"], "val_tokens": metrics["corpus_tokens"]["val"]},
         "pretrain": pretrain,
         "lstm_pretrain": existing.get("lstm_pretrain"),

@@ -59,6 +59,14 @@ def _network_line(config: dict) -> str:
             f"{config['n_head']} heads, context {config['n_positions']} tokens; transformers' openai-gpt")  # fmt: skip
 
 
+def _corpus_source(cfg: dict) -> str:
+    """Where the books came from: the corpus folder, or (on a machine without it) the prepared
+    directory the run read them from, tokenized."""
+    if cfg["corpus"].get("path"):
+        return f"the .txt books of `{Path(cfg['corpus']['path']).name}/`"
+    return f"the books tokenized in the prepared directory `{Path(cfg['prepared']).name}/`"
+
+
 def model_card(export_dir: str | Path) -> str:
     """The README.md of a pre-training export (``runs/<name>/pretrain/<key>/model``)."""
     export_dir = Path(export_dir).resolve()
@@ -92,7 +100,7 @@ def model_card(export_dir: str | Path) -> str:
         f"(ids {vocab}-{vocab + 2})" + (f" and `[MASK]` (id {vocab + 3}; `_start_` plays [CLS], `_delimiter_` [SEP])"
                                         if kind == "bert" else "")
         + "; pre-tokenization as GPT-1: ftfy, standardisation, spaCy, lowercase |",
-        f"| corpus | the .txt books of `{Path(corpus['path']).name}/`"
+        f"| corpus | {_corpus_source(cfg)}"
         + (f" (first {corpus['max_bytes']:,} bytes)" if corpus.get("max_bytes") else "")
         + f": {tokens['train']:,} training tokens; {tokens['val']:,} validation tokens in {corpus['val_books']} "
         "held-out books |",
