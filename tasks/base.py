@@ -392,7 +392,13 @@ class TaskSpec:
             return f"task {self.name}: split {split!r} has no local source"
         source = self.splits[split] if file is None else self.splits[split].with_file(str(Path(file).resolve()))
         why = source.missing(Path(data_root or ".") / self.data_subdir)
-        return f"task {self.name}, split {split!r}: {why}" if why else None
+        return self._absent(split, why) if why else None
+
+    def _absent(self, split: str, why: str) -> str:
+        """The one message for a split whose local data is absent, whether found by looking
+        (:meth:`missing`) or by reading (:meth:`read`), so a run reports the same reason either way."""
+        return (f"task {self.name}, split {split!r}: {why} (to use other data, set finetune.splits.{split}="
+                "another split of the task or a file in this split's format)")
 
     def read(self, split: str, data_root: Path | None, file: str | None = None) -> tuple[list[Record], int]:
         """Records of one split and how many rows were dropped, from local files when
@@ -406,10 +412,7 @@ class TaskSpec:
             try:
                 records, dropped = source.read(root)
             except SplitUnavailable as e:
-                raise SplitUnavailable(
-                    f"task {self.name}, split {split!r}: {e} (to use other data, set finetune.splits.{split}="
-                    "another split of the task or a file in this split's format)"
-                ) from None
+                raise SplitUnavailable(self._absent(split, str(e))) from None
         else:
             records, dropped = _read_hub(self, split), 0
         fields = TRANSFORMATION_FIELDS[self.transformation]

@@ -94,23 +94,33 @@ def hparams_in_tensorboard(tb_dir: Path) -> dict:
     return values | metrics
 
 
+def finetune_crashed_and_resumed(cfg, monkeypatch) -> None:
+    """Fine-tune ``cfg`` (two 6-step epochs), crashed at step 3, mid-way through the first, then resumed."""
+    with monkeypatch.context() as m:
+        crash_at(m, finetune, step=3)
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            finetune.run_finetune(cfg)
+    cfg.resume = True
+    finetune.run_finetune(cfg)
+
+
+def assert_same_last_checkpoints(*cfgs) -> None:
+    """The fine-tunes of ``cfgs`` ended at step 12 with equal weights, bit for bit."""
+    first, *others = [torch.load(stage_results(c).parent / "checkpoints/last.ckpt", weights_only=True) for c in cfgs]
+    assert [c["global_step"] for c in (first, *others)] == [12] * len(cfgs)
+    for key, value in first["state_dict"].items():
+        for other in others:
+            assert torch.equal(value, other["state_dict"][key]), key
+
+
 @pytest.mark.cpu
 def test_finetune_resume_after_a_crash_is_exact(pretrained, monkeypatch):
     base = pretrained + ["finetune.seed=5", "trainer.accelerator=cpu"]
     straight = load_config("smoke", base)
     finetune.run_finetune(straight)
     crashed = load_config("smoke", base + ["name=tiny_crashed", f"finetune.init={straight.run_dir / 'pretrain' / 'model'}"])
-    with monkeypatch.context() as m:
-        crash_at(m, finetune, step=3)  # mid-way through the first of two 6-step epochs
-        with pytest.raises(RuntimeError, match="simulated crash"):
-            finetune.run_finetune(crashed)
-    crashed.resume = True
-    finetune.run_finetune(crashed)
-    ckpts = [torch.load(stage_results(c).parent / "checkpoints/last.ckpt", weights_only=True)
-             for c in (straight, crashed)]  # fmt: skip
-    assert ckpts[0]["global_step"] == ckpts[1]["global_step"] == 12
-    for key, value in ckpts[0]["state_dict"].items():
-        assert torch.equal(value, ckpts[1]["state_dict"][key]), key
+    finetune_crashed_and_resumed(crashed, monkeypatch)
+    assert_same_last_checkpoints(straight, crashed)
 
 
 def test_a_changed_setting_is_a_different_run(pretrained, capsys):

@@ -340,7 +340,7 @@ def test_finetuning_with_workers_equals_without_and_resumes_exactly(pretrained, 
     """Workers build the batches of the same sampler order: the weights after two epochs equal those of
     a run without workers, and a run with workers crashed mid-epoch and resumed equals both."""
     import gptbench.training.finetune as finetune
-    from test_finetune import stage_results
+    from test_finetune import assert_same_last_checkpoints, finetune_crashed_and_resumed
 
     base = pretrained + ["finetune.seed=5", "trainer.accelerator=cpu"]
     plain = load_config("smoke", base)
@@ -350,17 +350,8 @@ def test_finetuning_with_workers_equals_without_and_resumes_exactly(pretrained, 
     straight = load_config("smoke", workers + ["name=tiny_workers"])
     finetune.run_finetune(straight)
     crashed = load_config("smoke", workers + ["name=tiny_workers_crashed"])
-    with monkeypatch.context() as m:
-        crash_at(m, finetune, step=3)  # mid-way through the first of two 6-step epochs
-        with pytest.raises(RuntimeError, match="simulated crash"):
-            finetune.run_finetune(crashed)
-    crashed.resume = True
-    finetune.run_finetune(crashed)
-    ckpts = [torch.load(stage_results(c).parent / "checkpoints/last.ckpt", weights_only=True)
-             for c in (plain, straight, crashed)]  # fmt: skip
-    assert [c["global_step"] for c in ckpts] == [12, 12, 12]
-    for key, value in ckpts[0]["state_dict"].items():
-        assert torch.equal(value, ckpts[1]["state_dict"][key]) and torch.equal(value, ckpts[2]["state_dict"][key]), key
+    finetune_crashed_and_resumed(crashed, monkeypatch)
+    assert_same_last_checkpoints(plain, straight, crashed)
 
 
 def plain_tied_loss(hidden, table, targets, weights):

@@ -96,6 +96,16 @@ def test_prepared_run_matches_raw_run_with_spacy_and_raw_data_absent(prepared_di
     assert (raw_results.parent / "predictions.json").read_bytes() == (prep_results.parent / "predictions.json").read_bytes()
 
 
+def test_preparing_a_task_prepares_every_run_that_trains_on_it(tmp_path, tiny_corpus, cache_dir):
+    """MNLI is absent from ../shared/data, so Figure 2's layer sweep trains on RTE in its place:
+    `prepare smoke tasks=[rte]` prepares those runs too, and the absences that choose the stand-in."""
+    base = tiny_overrides(tmp_path / "runs", tiny_corpus, cache_dir)
+    every, rte = reproduction_configs("smoke", base, None), reproduction_configs("smoke", base, [TASK])
+    trains_on_rte = [cfg for cfg in every.finetunes if cfg.finetune.task == TASK]
+    assert len(trains_on_rte) > 10 and all(cfg in rte.finetunes for cfg in trains_on_rte)
+    assert "figure2_layers" in [table.name for table, _, _ in rte.fallbacks]
+
+
 def test_manifest_records_sources_and_smallest_dtype(prepared_dir, tiny_corpus):
     import numpy as np
 

@@ -681,8 +681,9 @@ def prepare(out: str | Path, plan: Plan, rows: str = "drawn", compress: bool = F
 
 def reproduction_configs(preset: str, overrides: list[str], tasks: list[str] | None) -> Plan:
     """The runs of the preset's ``reproduce`` sweeps (the zero-shot curves included), limited to
-    ``tasks`` if given; each of ``tasks`` is also prepared as ``gptbench finetune PRESET
-    task=TASK`` reads it. (A fine-tune from a pre-training adds that pre-training's corpus.)"""
+    ``tasks`` if given (a table's task whose data is absent counts as the task standing in for
+    it, e.g. RTE for Figure 2's MNLI); each of ``tasks`` is also prepared as ``gptbench finetune
+    PRESET task=TASK`` reads it. (A fine-tune from a pre-training adds that pre-training's corpus.)"""
     from gptbench.config import experiment_files, load_config
     from gptbench.suite.figure2 import curve_run
     from gptbench.suite.sweep import expand, load_table, split_overrides, stand_ins
@@ -699,11 +700,13 @@ def reproduction_configs(preset: str, overrides: list[str], tasks: list[str] | N
             plan.zero_shots += [(cfg, wanted, run.max_examples) for cfg in run.configs.values() if wanted]
             continue
         table = load_table(sweep)
-        wanted = [t for t in tasks if t in table.tasks] if tasks else keys.get("tasks")
+        chosen = stand_ins(table, preset, experiment)
+        trained = {t: chosen[t][0] if t in chosen else t for t in table.tasks}  # the task each one trains on
+        wanted = [t for t in table.tasks if trained[t] in tasks] if tasks else keys.get("tasks")
         if tasks and not wanted:
             continue
-        runs = expand(table, preset, experiment, keys.get("seeds"), wanted, keys.get("variants"),
-                      stand_ins(table, preset, experiment), keys.get("task_seeds"), keys.get("task_overrides"))  # fmt: skip
+        runs = expand(table, preset, experiment, keys.get("seeds"), wanted, keys.get("variants"), chosen,
+                      keys.get("task_seeds"), keys.get("task_overrides"))  # fmt: skip
         plan.finetunes += [run.config() for run in runs]
         plan.fallbacks += [(table, preset, experiment)] if table.fallbacks else []
     plan.finetunes += [load_config(preset, [*own, f"finetune.task={t}"]) for t in tasks or ()
