@@ -16,7 +16,8 @@ from test_prepare import run_blocked
 # (the Transformer and the LSTM), and 8 examples per zero-shot split.
 CUTS = [
     "reproduce.tasks.table2_nli=[rte]", "reproduce.tasks.table3_qa=[story_cloze,race]",
-    "reproduce.tasks.table4_glue=[mrpc]", "reproduce.tasks.table5_ablations=[rte]", "reproduce.tasks.figure2_layers=[mnli]",
+    "reproduce.tasks.table4_glue=[mrpc]", "reproduce.tasks.table5_ablations=[rte]",
+    "reproduce.tasks.figure2_layers=[mnli]",
     "reproduce.overrides.table5_ablations=['variants=[full,lstm]']",
     "reproduce.overrides.figure2_layers=[finetune.max_train_examples=64]",
     "reproduce.overrides.figure2_zeroshot=[max_examples=8]", "finetune.epochs=1",
