@@ -353,7 +353,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.fn(args)
     except USER_ERRORS as e:
-        print(f"gptbench: error: {e}", file=sys.stderr)
+        hint = f" ({e.hint})" if getattr(e, "hint", None) else ""  # SplitUnavailable: what to do instead
+        print(f"gptbench: error: {e}{hint}", file=sys.stderr)
         return 2
     return 0
 

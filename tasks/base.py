@@ -44,7 +44,13 @@ class DataError(ValueError):
 
 
 class SplitUnavailable(DataError):
-    """A split whose data is not present (several are absent on the reference machine)."""
+    """A split whose data is not present (several are absent on the reference machine). The
+    message is the fact a run records; ``hint`` says what a user can do about it, and is printed
+    with the error on the command line only (not in every result file and report row)."""
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.hint = hint
 
 
 Record = dict
@@ -392,13 +398,7 @@ class TaskSpec:
             return f"task {self.name}: split {split!r} has no local source"
         source = self.splits[split] if file is None else self.splits[split].with_file(str(Path(file).resolve()))
         why = source.missing(Path(data_root or ".") / self.data_subdir)
-        return self._absent(split, why) if why else None
-
-    def _absent(self, split: str, why: str) -> str:
-        """The one message for a split whose local data is absent, whether found by looking
-        (:meth:`missing`) or by reading (:meth:`read`), so a run reports the same reason either way."""
-        return (f"task {self.name}, split {split!r}: {why} (to use other data, set finetune.splits.{split}="
-                "another split of the task or a file in this split's format)")
+        return f"task {self.name}, split {split!r}: {why}" if why else None
 
     def read(self, split: str, data_root: Path | None, file: str | None = None) -> tuple[list[Record], int]:
         """Records of one split and how many rows were dropped, from local files when
@@ -411,8 +411,10 @@ class TaskSpec:
             root = Path(data_root or ".") / self.data_subdir
             try:
                 records, dropped = source.read(root)
-            except SplitUnavailable as e:
-                raise SplitUnavailable(self._absent(split, str(e))) from None
+            except SplitUnavailable as e:  # the message :meth:`missing` gives, so a run records one reason
+                raise SplitUnavailable(f"task {self.name}, split {split!r}: {e}", hint=(
+                    f"to use other data, set finetune.splits.{split}=another split of the task or a file in this "
+                    "split's format")) from None  # fmt: skip
         else:
             records, dropped = _read_hub(self, split), 0
         fields = TRANSFORMATION_FIELDS[self.transformation]

@@ -83,4 +83,4 @@ def test_reproduce_from_prepared_directory_matches_raw_byte_for_byte(tmp_path, t
               if _normalised(raw / "results" / p, [raw]) != _normalised(prep / "results" / p, [prep, raw])]  # fmt: skip
     assert not differ, differ
     race = json.loads((prep / "results/runs/table3_qa/race/full/seed1234.json").read_text())
-    assert "set finetune.splits.test=" in race["unavailable"]["test"]  # the raw run's message, hint included
+    assert race["unavailable"] == {"test": f"task race, split 'test': {raw / 'data/race/RACE/test'}: not found"}
