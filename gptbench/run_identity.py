@@ -75,7 +75,7 @@ def _corpus_settings(cfg: ExperimentConfig) -> dict:
     return {"books": _books_fingerprint(cfg), "max_bytes": c.max_bytes, "val_books": c.val_books}
 
 
-def _network_settings(cfg: ExperimentConfig) -> dict:
+def network_settings(cfg: ExperimentConfig) -> dict:
     """The model section, plus the architecture (and the LSTM settings for an LSTM); a
     Transformer's settings, and so its keys, are as they were before the other networks existed."""
     model = asdict(cfg.model)
@@ -97,7 +97,7 @@ def pretrain_settings(cfg: ExperimentConfig) -> dict:
     else:
         p["keep_steps"] = sorted(set(p["keep_steps"]))
     compiled = {"compile": True} if cfg.trainer.compile else {}  # its dropout masks differ from eager's
-    return {"tokenizer": tokenizer_settings(cfg), "corpus": _corpus_settings(cfg), **_network_settings(cfg),
+    return {"tokenizer": tokenizer_settings(cfg), "corpus": _corpus_settings(cfg), **network_settings(cfg),
             "pretrain": p, "seed": cfg.seed, "precision": cfg.trainer.precision,
             **_world_settings(cfg), **_matmul_settings(cfg), **compiled, **_loss_chunk_settings(cfg)}  # fmt: skip
 
@@ -139,7 +139,7 @@ def finetune_settings(cfg: ExperimentConfig) -> dict:
     if cfg.finetune.init == "pretrained":
         init = {"pretrain": pretrain_settings(cfg)}
     elif cfg.finetune.init == "none":
-        init = {"none": {"tokenizer": tokenizer_settings(cfg), **_network_settings(cfg)}}
+        init = {"none": {"tokenizer": tokenizer_settings(cfg), **network_settings(cfg)}}
     else:
         init = {"path": str(Path(cfg.finetune.init).resolve()),
                 "dropout": {k: getattr(cfg.model, k) for k in ("embd_pdrop", "attn_pdrop", "resid_pdrop")}}  # fmt: skip

@@ -485,6 +485,21 @@ def test_chunked_loss_without_gradients_is_the_same_loss():
     torch.testing.assert_close(loss, F.cross_entropy(F.linear(hidden, table), targets), rtol=1e-6, atol=0)
 
 
+@pytest.mark.parametrize("trains", ["hidden", "table"])
+def test_chunked_loss_gives_the_gradient_of_what_trains_only(trains):
+    """With one input frozen (e.g. a frozen table), the other's gradient equals the plain path's and
+    the frozen one gets none."""
+    from gptbench.training.chunked_loss import chunked_lm_loss
+
+    torch.manual_seed(0)
+    hidden, table, targets = torch.randn(37, 16), torch.randn(214, 16), torch.randint(0, 214, (37,))
+    weights = torch.full((37,), 1 / 37)
+    learner = (hidden if trains == "hidden" else table).requires_grad_()
+    (want,) = torch.autograd.grad(plain_tied_loss(hidden, table, targets, weights), learner)
+    (got,) = torch.autograd.grad(chunked_lm_loss(hidden, table, targets, weights, multiple=64, chunk=8), learner)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
 def test_a_pretraining_with_the_chunked_loss_ends_where_the_plain_one_does(pretrained):
     """Through the whole pipeline (training, validation, export): 12 steps with chunks of 100 of the
     8 x 32 positions end at the plain run's validation loss, up to rounding."""

@@ -273,10 +273,10 @@ def graph_key(cfg: ExperimentConfig) -> str:
     """What the compiled graphs of a fine-tune's training step depend on: the network, the task (its
     head and inputs), which parts train and which losses, the precision. Runs of one key (seeds,
     transferred blocks, learning rates) reuse one worker's graphs."""
-    from gptbench.run_identity import _network_settings
+    from gptbench.run_identity import network_settings
 
     f, t = cfg.finetune, cfg.trainer
-    return settings_key({**_network_settings(cfg), "task": f.task, "freeze_body": f.freeze_body, "aux_lm": f.lm_coef > 0,
+    return settings_key({**network_settings(cfg), "task": f.task, "freeze_body": f.freeze_body, "aux_lm": f.lm_coef > 0,
                          "precision": t.precision, "compile": t.compile})  # fmt: skip
 
 

@@ -38,8 +38,8 @@ class _ChunkedTiedCrossEntropy(torch.autograd.Function):
         padded = F.pad(table, (0, 0, 0, -rows % multiple))
         loss = torch.zeros((), dtype=torch.float32, device=hidden.device)
         want_hidden, want_table = ctx.needs_input_grad[:2]  # neither under no_grad (validation)
-        grad_hidden = torch.zeros_like(hidden)
-        grad_table = torch.zeros(padded.shape, dtype=torch.float32, device=table.device)
+        grad_hidden = torch.zeros_like(hidden) if want_hidden else None
+        grad_table = torch.zeros(padded.shape, dtype=torch.float32, device=table.device) if want_table else None
         for start in range(0, hidden.size(0), chunk):
             h, t, w = (v[start : start + chunk] for v in (hidden, targets, weights))
             product = F.linear(h, padded)  # (n, V padded), bf16 under autocast
@@ -56,13 +56,14 @@ class _ChunkedTiedCrossEntropy(torch.autograd.Function):
                 grad_hidden[start : start + chunk] = grad @ padded
             if want_table:
                 grad_table += grad.t() @ h
-        ctx.save_for_backward(grad_hidden, grad_table[:rows].to(table.dtype))
+        ctx.save_for_backward(grad_hidden, grad_table[:rows].to(table.dtype) if want_table else None)
         return loss
 
     @staticmethod
     def backward(ctx, grad_loss):
         grad_hidden, grad_table = ctx.saved_tensors
-        return grad_hidden * grad_loss, grad_table * grad_loss, None, None, None, None
+        return (None if grad_hidden is None else grad_hidden * grad_loss,
+                None if grad_table is None else grad_table * grad_loss, None, None, None, None)  # fmt: skip
 
 
 def chunked_lm_loss(hidden: torch.Tensor, table: torch.Tensor, targets: torch.Tensor,
