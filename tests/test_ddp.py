@@ -4,11 +4,13 @@ command (``python tests/test_ddp.py <scenario> ...``) and compares with one proc
 
 from __future__ import annotations
 
+import atexit
 import faulthandler
 import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import lightning as L
@@ -26,6 +28,22 @@ def run_ranks(*args: str) -> subprocess.CompletedProcess:
                           timeout=RANK_TIMEOUT + 60)  # fmt: skip
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-8000:]
     return done
+
+
+def write_rank_file(path: Path, value) -> None:
+    """``value`` as JSON, in place at once (the test may be reading as it is written)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.with_suffix(".tmp").write_text(json.dumps(value))
+    os.replace(path.with_suffix(".tmp"), path)
+
+
+def read_rank_file(path: Path):
+    """What a rank wrote: rank 1 can still be ending when rank 0, the command, has returned."""
+    deadline = time.monotonic() + RANK_TIMEOUT
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} was not written"
+        time.sleep(0.1)
+    return json.loads(path.read_text())
 
 
 # ---- item: evaluation under DDP counts every example once ----------------------------------------------------
@@ -83,11 +101,25 @@ def test_ddp_evaluation_scores_every_example_once_and_gathers_predictions(cache_
 
     out = tmp_path / "ranks"
     run_ranks("evaluate", str(DATA), str(cache_dir), str(test_file), str(out))
-    ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
+    ranks = [read_rank_file(out / f"rank{r}.json") for r in (0, 1)]
     assert [r["scored_here"] for r in ranks] == [4, 3]
     for rank in ranks:
         assert rank["scores"] == one["scores"], rank["rank"]
         assert (rank["index"], rank["prediction"], rank["batches"]) == (one["index"], one["prediction"], one["batches"])
+
+
+def test_every_process_destroys_its_gloo_process_group_before_the_interpreter_ends(cache_dir, tmp_path):
+    """Lightning leaves a Gloo group to interpreter finalization, where a process that had
+    finished everything aborted now and then (SIGABRT, "terminate called without an active
+    exception": CI's two-process fine-tune). Now each rank's group is destroyed at exit, before
+    the handlers registered ahead of the run (here: the one that records what it finds)."""
+    from conftest import DATA
+
+    test_file = tmp_path / "test.tsv"
+    test_file.write_text("".join((DATA / "glue" / "RTE" / "test.tsv").open().readlines()[: 1 + RTE_TEST_ROWS]))
+    out = tmp_path / "ranks"
+    run_ranks("initialized_at_exit", str(DATA), str(cache_dir), str(test_file), str(out))
+    assert [read_rank_file(out / f"rank{r}.exit.json") for r in (0, 1)] == [False, False]
 
 
 # ---- item: the BERT encoder trains under DDP, and its files are written once ----------------------------------
@@ -124,8 +156,6 @@ def test_every_trained_parameter_of_the_encoder_gets_a_gradient():
 def written_files_log(root: Path, log: Path) -> None:
     """Record every file this process opens for writing, or renames into place, under ``root``
     (an audit hook: it sees every writer), into ``log``/rank<LOCAL_RANK>.json at exit."""
-    import atexit
-
     written: list[str] = []
 
     def audit(event: str, args) -> None:
@@ -137,8 +167,7 @@ def written_files_log(root: Path, log: Path) -> None:
             written.append(str(args[1]))
 
     def save() -> None:
-        log.mkdir(parents=True, exist_ok=True)
-        (log / f"rank{os.environ.get('LOCAL_RANK', '0')}.json").write_text(json.dumps(written))
+        write_rank_file(log / f"rank{os.environ.get('LOCAL_RANK', '0')}.json", written)
 
     sys.addaudithook(audit)
     atexit.register(save)
@@ -175,7 +204,7 @@ def test_bert_pretrains_and_finetunes_under_ddp_and_rank_zero_writes_the_files(t
     assert json.loads(results.read_text())["finetune"]["lm_coef"] == 0
     outputs = {metrics, metrics.parent / "model" / "README.md", metrics.parent / "model" / "config.json", results,
                results.parent / "model" / "config.json"}  # fmt: skip
-    by_rank = [{Path(p) for p in json.loads((log / f"rank{r}.json").read_text())} for r in (0, 1)]
+    by_rank = [{Path(p) for p in read_rank_file(log / f"rank{r}.json")} for r in (0, 1)]
     assert outputs <= by_rank[0]
     after_fit = {p for p in by_rank[1] if "model" in p.relative_to(runs).parts or p.name in ("metrics.json", "results.json",
                                                                                            "README.md")}  # fmt: skip
@@ -186,11 +215,13 @@ if __name__ == "__main__":  # one rank of a test's command (Lightning runs it ag
     sys.path.insert(0, str(HERE.parent))
     faulthandler.dump_traceback_later(RANK_TIMEOUT, exit=True)  # a rank left waiting for a dead one says where, and ends
     scenario, *args = sys.argv[1:]
-    if scenario == "evaluate":
+    if scenario in ("evaluate", "initialized_at_exit"):
         data_dir, cache, test_file, out = map(Path, args)
+        if scenario == "initialized_at_exit":
+            rank = os.environ.get("LOCAL_RANK", "0")
+            atexit.register(lambda: write_rank_file(out / f"rank{rank}.exit.json", torch.distributed.is_initialized()))
         result = evaluate(2, data_dir, cache, test_file)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / f"rank{result['rank']}.json").write_text(json.dumps(result))
+        write_rank_file(out / f"rank{result['rank']}.json", result)
     elif scenario == "pretrain_then_finetune":
         root, log, *overrides = args
         written_files_log(Path(root), Path(log))

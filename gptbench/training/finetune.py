@@ -37,6 +37,7 @@ from gptbench.training.chunked_loss import chunked_lm_loss
 from gptbench.training.masked_lm import IGNORE, freeze_unused, mask_tokens
 from gptbench.training.task_model import TaskModel
 from gptbench.training.common import (
+    DestroyProcessGroupAtExit,
     GradientClipping,
     GradNorm,
     RngStateMixin,
@@ -52,7 +53,7 @@ from gptbench.training.common import (
 )
 
 
-class FinetuneModule(GradientClipping, RngStateMixin, L.LightningModule):
+class FinetuneModule(GradientClipping, RngStateMixin, DestroyProcessGroupAtExit, L.LightningModule):
     """Fine-tuning of a GPT (or the LSTM of Table 5, or the BERT encoder) on one task, for any
     Lightning Trainer: L3 = L2 + lm_coef * L1. The encoder reads its inputs in BERT's conventions
     (gptbench.data.task_data.layout) at its pooled [CLS] state, and its L1 is the masked-LM loss

@@ -36,6 +36,7 @@ from gptbench.training.chunked_loss import chunked_lm_loss
 from gptbench.training.masked_lm import IGNORE, freeze_unused, mask_tokens, with_cls
 from gptbench.training.exports import export_language_model, write_model_card
 from gptbench.training.common import (
+    DestroyProcessGroupAtExit,
     GradientClipping,
     GradNorm,
     RngStateMixin,
@@ -51,7 +52,7 @@ from gptbench.training.common import (
 )
 
 
-class PretrainModule(GradientClipping, RngStateMixin, L.LightningModule):
+class PretrainModule(GradientClipping, RngStateMixin, DestroyProcessGroupAtExit, L.LightningModule):
     """Language-model pre-training of a GPT (or the LSTM of Table 5), for any Lightning Trainer
     (paper, Section 3.1); a BERT encoder trains on the masked-LM objective instead
     (:mod:`gptbench.training.masked_lm`), on the same windows and schedule.
