@@ -1,6 +1,7 @@
 import json
 import random
 import time
+from pathlib import Path
 
 import lightning as L
 import numpy as np
@@ -12,7 +13,7 @@ from safetensors.torch import load_file
 
 import gptbench.training.pretrain as pretrain
 from gptbench.config import ConfigError, load_config
-from gptbench.data.corpus import book_text, cached_corpus, split_books
+from gptbench.data.corpus import _with_progress, book_text, cached_corpus, split_books
 from gptbench.run_identity import pretrain_dir
 from gptbench.training.common import RngStateMixin
 
@@ -160,6 +161,17 @@ def test_corpus_split_and_cache(tiny_corpus, cache_dir, monkeypatch, gpt1_tokeni
     assert first["train"].size > 40_000 and (first["train"] == again["train"]).all()
     expected = [i for p in books.val for i in gpt1_tokenizer.encode(book_text(p))]
     assert len(expected) == pytest.approx(first["val"].size, rel=0.01)  # chunking only shifts boundaries
+
+
+def test_tokenizing_books_shows_progress_in_a_log_as_lines(capsys):
+    """Where stderr is a log (sweeps, SLURM, CI; here pytest's capture), the corpus's tokenization
+    shows progress as whole lines, at most one per interval, never a bar redrawn with carriage
+    returns (one line of a whole tokenization in the log)."""
+    books = [Path(f"book{i}.txt") for i in range(3)]
+    assert list(_with_progress(books, "tokenizing books", log_every_s=0)) == books
+    assert capsys.readouterr().err == "tokenizing books: 0/3\ntokenizing books: 1/3\ntokenizing books: 2/3\n"
+    assert list(_with_progress(books, "tokenizing books")) == books  # (faster than the 30 s interval)
+    assert capsys.readouterr().err == ""
 
 
 def test_gutenberg_header_and_footer_are_cut(tmp_path):

@@ -16,6 +16,8 @@ import json
 import os
 import re
 import shutil
+import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,14 +122,28 @@ def _fingerprint(books: BookSplit, tokenizer: Tokenizer) -> str:
 
 def tokenize_books(paths: list[Path], tokenizer: Tokenizer) -> np.ndarray:
     """All books' tokens, concatenated in order."""
-    from tqdm.auto import tqdm
-
     dtype = np.uint16 if len(tokenizer) <= np.iinfo(np.uint16).max + 1 else np.uint32
     parts = []
-    for p in tqdm(paths, desc="tokenizing books", unit="book"):
+    for p in _with_progress(paths, "tokenizing books"):
         ids = [i for chunk in tokenizer.encode_batch(text_chunks(book_text(p))) for i in chunk]
         parts.append(np.asarray(ids, dtype=dtype))
     return np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
+
+
+def _with_progress(paths: list[Path], desc: str, log_every_s: float = 30.0):
+    """``paths``, showing progress: tqdm's bar on a terminal; in a log (sweeps, SLURM, CI), a line
+    at most every ``log_every_s`` seconds instead of one bar redrawn with carriage returns."""
+    if sys.stderr.isatty():
+        from tqdm.auto import tqdm
+
+        yield from tqdm(paths, desc=desc, unit="book")
+        return
+    last = time.monotonic()
+    for done, path in enumerate(paths):
+        if time.monotonic() - last >= log_every_s:
+            print(f"{desc}: {done}/{len(paths)}", file=sys.stderr, flush=True)
+            last = time.monotonic()
+        yield path
 
 
 def cached_corpus(root: Path, books: BookSplit, tokenizer: Tokenizer, cache_dir: Path) -> dict[str, np.ndarray]:
