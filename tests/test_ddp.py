@@ -46,6 +46,13 @@ def read_rank_file(path: Path):
     return json.loads(path.read_text())
 
 
+def rte_test_file(data: Path, tmp_path: Path) -> Path:
+    """The first RTE_TEST_ROWS rows of RTE's (unlabelled) test file."""
+    test_file = tmp_path / "test.tsv"
+    test_file.write_text("".join((data / "glue" / "RTE" / "test.tsv").open().readlines()[: 1 + RTE_TEST_ROWS]))
+    return test_file
+
+
 # ---- item: evaluation under DDP counts every example once ----------------------------------------------------
 
 
@@ -92,8 +99,7 @@ def test_ddp_evaluation_scores_every_example_once_and_gathers_predictions(cache_
     process batches them."""
     from conftest import DATA
 
-    test_file = tmp_path / "test.tsv"
-    test_file.write_text("".join((DATA / "glue" / "RTE" / "test.tsv").open().readlines()[: 1 + RTE_TEST_ROWS]))
+    test_file = rte_test_file(DATA, tmp_path)
     one = evaluate(1, DATA, cache_dir, test_file)  # (also fills the cache the two processes read)
     assert one["scored_here"] == RTE_TEST_ROWS and one["index"] == list(range(RTE_TEST_ROWS))
     accuracy = one["scores"]["dev/accuracy"]
@@ -115,8 +121,7 @@ def test_every_process_destroys_its_gloo_process_group_before_the_interpreter_en
     the handlers registered ahead of the run (here: the one that records what it finds)."""
     from conftest import DATA
 
-    test_file = tmp_path / "test.tsv"
-    test_file.write_text("".join((DATA / "glue" / "RTE" / "test.tsv").open().readlines()[: 1 + RTE_TEST_ROWS]))
+    test_file = rte_test_file(DATA, tmp_path)
     out = tmp_path / "ranks"
     run_ranks("initialized_at_exit", str(DATA), str(cache_dir), str(test_file), str(out))
     assert [read_rank_file(out / f"rank{r}.exit.json") for r in (0, 1)] == [False, False]

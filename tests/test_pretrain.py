@@ -166,7 +166,7 @@ def test_corpus_split_and_cache(tiny_corpus, cache_dir, monkeypatch, gpt1_tokeni
 def test_tokenizing_books_shows_progress_in_a_log_as_lines(capsys):
     """Where stderr is a log (sweeps, SLURM, CI; here pytest's capture), the corpus's tokenization
     shows progress as whole lines, at most one per interval, never a bar redrawn with carriage
-    returns (one line of a whole tokenization in the log)."""
+    returns (in a log file, every redraw of a whole tokenization on one line)."""
     books = [Path(f"book{i}.txt") for i in range(3)]
     assert list(_with_progress(books, "tokenizing books", log_every_s=0)) == books
     assert capsys.readouterr().err == "tokenizing books: 0/3\ntokenizing books: 1/3\ntokenizing books: 2/3\n"
